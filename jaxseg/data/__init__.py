@@ -1,0 +1,1 @@
+"""Data: file-format sources, preprocessing, augmentation, Grain pipelines, synthetic data."""
