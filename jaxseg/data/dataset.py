@@ -1,0 +1,125 @@
+"""From `config.data` to prepared slice splits in the workdir.
+
+    root (or the synthetic set) -> cases -> case-level split -> normalisation
+    statistics (training split only) -> preprocessed slices in <workdir>/data/
+
+`<workdir>/data/` holds `split.json` (case ids per split), `normalization.json`
+and one folder per split (see `pipeline`). It is written in one atomic step
+after every case has been read and checked; a rerun reuses it.
+"""
+
+import json
+import os
+from typing import Callable
+
+import numpy as np
+
+from jaxseg.data import pipeline
+from jaxseg.data import preprocess
+from jaxseg.data import sources
+from jaxseg.data import synthetic
+from jaxseg.errors import InputError
+
+SPLITS = ('train', 'val', 'test')
+
+
+def resolve_root(data_config) -> str:
+  """The dataset root: `data.root`, or the synthetic set (generated on first use)."""
+  if data_config.root:
+    return data_config.root
+  syn = data_config.synthetic
+  return synthetic.ensure_synthetic(
+      cache_dir=data_config.cache_dir, num_cases=syn.num_cases,
+      shape=tuple(syn.shape), seed=syn.seed)
+
+
+def split_cases(cases: list[sources.Case], fractions, seed: int,
+                root: str) -> dict[str, list[str]]:
+  """Case ids per split: the datalist's own splits, else a seeded shuffle by `fractions`."""
+  listed = {c.split for c in cases if getattr(c, 'split', None)}
+  if listed - {'training'}:
+    named = {'training': 'train', 'validation': 'val', 'test': 'test'}
+    out = {s: [] for s in SPLITS}
+    for c in cases:
+      out[named.get(c.split or 'training', 'train')].append(c.case_id)
+    return out
+  if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
+    raise InputError('config.data.split',
+                     f'expected three non-negative fractions, got {fractions}')
+  ids = [c.case_id for c in cases]
+  order = np.random.default_rng(seed).permutation(len(ids))
+  total = float(sum(fractions))
+  n_val = int(round(fractions[1] / total * len(ids)))
+  n_test = int(round(fractions[2] / total * len(ids)))
+  n_val = max(n_val, 1) if fractions[1] > 0 else 0
+  n_test = max(n_test, 1) if fractions[2] > 0 else 0
+  n_train = len(ids) - n_val - n_test
+  if n_train < 1 or (fractions[1] > 0 and n_val < 1):
+    raise InputError(root, f'{len(ids)} cases are too few for the split '
+                     f'{tuple(fractions)} (train/val/test)')
+  shuffled = [ids[i] for i in order]
+  return dict(train=sorted(shuffled[:n_train]),
+              val=sorted(shuffled[n_train:n_train + n_val]),
+              test=sorted(shuffled[n_train + n_val:]))
+
+
+def discover(data_config) -> tuple[str, list[sources.Case]]:
+  """The dataset root and its cases; checks the label mode fits the labels."""
+  root = resolve_root(data_config)
+  cases = sources.discover_cases(root)
+  if data_config.label_mode not in preprocess.LABEL_MODES:
+    raise InputError('config.data.label_mode',
+                     f'{data_config.label_mode!r} is not one of {preprocess.LABEL_MODES}')
+  if data_config.label_mode != 'binary':
+    binary = [c.case_id for c in cases if c.et_label is None and c.label]
+    if binary:
+      raise InputError(root, f"label_mode '{data_config.label_mode}' needs BraTS "
+                       f'sub-region labels; case {binary[0]} has a binary mask')
+  unlabeled = [c.case_id for c in cases if not c.label]
+  if unlabeled:
+    raise InputError(root, f'case {unlabeled[0]} has no label file; training '
+                     'needs labels for every case')
+  return root, cases
+
+
+def prepare(data_config, workdir: str, seed: int,
+            progress: Callable | None = None) -> dict:
+  """Prepares (or reuses) `<workdir>/data`; returns the contents of its split.json."""
+  data_dir = os.path.join(workdir, 'data')
+  if os.path.exists(os.path.join(data_dir, 'split.json')):
+    with open(os.path.join(data_dir, 'split.json')) as f:
+      return json.load(f)
+  root, cases = discover(data_config)
+  by_id = {c.case_id: c for c in cases}
+  split = split_cases(cases, tuple(data_config.split), seed, root)
+  mean = std = None
+  if data_config.normalization == 'dataset':
+    # Statistics from the training cases only.
+    mean, std = preprocess.dataset_statistics(
+        sources.load_case(by_id[i], data_config.modalities).image
+        for i in split['train'])
+  elif data_config.normalization != 'case':
+    raise InputError('config.data.normalization',
+                     f"{data_config.normalization!r} is not 'case' or 'dataset'")
+  prepared = {}
+  for name in SPLITS:
+    if not split[name]:
+      continue
+    prepared[name] = pipeline.prepare_split(
+        [by_id[i] for i in split[name]], modalities=data_config.modalities,
+        image_size=data_config.image_size, label_mode=data_config.label_mode,
+        background_ratio=data_config.background_ratio,
+        min_brain_fraction=data_config.min_brain_fraction, seed=seed,
+        mean=mean, std=std,
+        progress=(lambda i, n, c, s=name: progress(s, i, n, c)) if progress else None)
+  info = dict(root=os.path.abspath(root), split=split,
+              normalization=dict(mode=data_config.normalization,
+                                 mean=None if mean is None else mean.tolist(),
+                                 std=None if std is None else std.tolist()))
+  pipeline.write_splits(prepared, data_dir, extra={'split.json': info})
+  return info
+
+
+def case_lookup(root: str) -> dict[str, sources.Case]:
+  """Case id -> Case for a dataset root (re-discovered, for whole-volume evaluation)."""
+  return {c.case_id: c for c in sources.discover_cases(root)}

@@ -1,0 +1,167 @@
+"""Slice datasets: preprocess the cases of a split once, then Grain loaders over slices.
+
+A prepared split is a folder with
+  images.npy   (S, size, size, C) float32  every slice of every case
+  targets.npy  (S, size, size, K) uint8    targets of the label mode
+  slices.json  case id and axial index of each slice, and the `records`:
+               the slices used for training/validation (all tumour slices plus
+               `background_ratio` tumour-free brain slices per tumour slice).
+The arrays are memory-mapped, so Grain worker processes share them.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from typing import Iterator, Sequence
+
+import grain
+import numpy as np
+
+from jaxseg.data import augment as augment_lib
+from jaxseg.data import preprocess
+from jaxseg.data import sources
+
+
+def select_records(stacks: Sequence[preprocess.SliceStack], label_mode: str,
+                   background_ratio: float, min_brain_fraction: float,
+                   rng: np.random.Generator) -> np.ndarray:
+  """Global slice indices of the training records.
+
+  Every slice with tumour, plus round(background_ratio * n_tumour) slices
+  drawn without replacement from the tumour-free slices that hold at least
+  `min_brain_fraction` brain.
+  """
+  tumour, background, offset = [], [], 0
+  for stack in stacks:
+    fg = stack.targets[..., 1:] if label_mode == 'multiclass' else stack.targets
+    has_tumour = fg.reshape(len(fg), -1).any(axis=1)
+    brainy = stack.brain_fraction >= min_brain_fraction
+    tumour.extend(offset + np.nonzero(has_tumour)[0])
+    background.extend(offset + np.nonzero(~has_tumour & brainy)[0])
+    offset += len(stack.images)
+  n_bg = min(len(background), int(round(background_ratio * len(tumour))))
+  chosen = rng.choice(np.asarray(background, np.int64), n_bg, replace=False)
+  return np.sort(np.concatenate([np.asarray(tumour, np.int64), chosen]))
+
+
+@dataclasses.dataclass
+class PreparedSplit:
+  """Preprocessed slices of one split, in memory until `write_splits`."""
+  images: np.ndarray      # (S, size, size, C) float32
+  targets: np.ndarray     # (S, size, size, K) uint8
+  slices: list            # [(case_id, z)] for each of the S slices
+  records: np.ndarray     # (R,) int64 slice indices used as records
+
+
+def prepare_split(cases: Sequence[sources.Case], *, modalities: Sequence[str],
+                  image_size: int, label_mode: str, background_ratio: float,
+                  min_brain_fraction: float, seed: int, mean=None, std=None,
+                  progress=None) -> PreparedSplit:
+  """Reads, checks and preprocesses `cases` (raises InputError on bad input)."""
+  stacks, slices = [], []
+  for i, case in enumerate(cases):
+    volume = sources.load_case(case, modalities)
+    stack = preprocess.case_to_slices(
+        volume.image, volume.label, image_size=image_size,
+        label_mode=label_mode, et_label=case.et_label, mean=mean, std=std)
+    stacks.append(stack)
+    slices.extend((case.case_id, z) for z in range(len(stack.images)))
+    if progress:
+      progress(i + 1, len(cases), case.case_id)
+  records = select_records(stacks, label_mode, background_ratio,
+                           min_brain_fraction, np.random.default_rng(seed))
+  return PreparedSplit(
+      images=np.concatenate([s.images for s in stacks]),
+      targets=np.concatenate([s.targets for s in stacks]).astype(np.uint8),
+      slices=slices, records=records)
+
+
+def write_splits(splits: dict[str, PreparedSplit], out_dir: str,
+                 extra: dict[str, dict] | None = None) -> None:
+  """Writes `out_dir/<name>/` for every split, and `extra` {file name: JSON}.
+
+  The folder appears whole (written to a temporary sibling, then renamed) or
+  not at all.
+  """
+  parent = os.path.dirname(os.path.abspath(out_dir))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix='.prepare-', dir=parent)
+  try:
+    for name, split in splits.items():
+      os.makedirs(os.path.join(tmp, name))
+      np.save(os.path.join(tmp, name, 'images.npy'), split.images)
+      np.save(os.path.join(tmp, name, 'targets.npy'), split.targets)
+      with open(os.path.join(tmp, name, 'slices.json'), 'w') as f:
+        json.dump(dict(slices=split.slices, records=split.records.tolist()), f)
+    for filename, content in (extra or {}).items():
+      with open(os.path.join(tmp, filename), 'w') as f:
+        json.dump(content, f, indent=1)
+    os.rename(tmp, out_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+class SliceSource(grain.sources.RandomAccessDataSource):
+  """Grain source over the records of a prepared split.
+
+  Each record is {'image': (size, size, C) float32, 'target': (size, size, K)
+  float32, 'weight': float32 1.0}. Arrays are opened lazily per process.
+  """
+
+  def __init__(self, split_dir: str):
+    self.split_dir = split_dir
+    with open(os.path.join(split_dir, 'slices.json')) as f:
+      meta = json.load(f)
+    self.records = np.asarray(meta['records'], np.int64)
+    self._arrays = None
+
+  def _open(self):
+    if self._arrays is None:
+      self._arrays = tuple(
+          np.load(os.path.join(self.split_dir, name), mmap_mode='r')
+          for name in ('images.npy', 'targets.npy'))
+    return self._arrays
+
+  def __len__(self) -> int:
+    return len(self.records)
+
+  def __getitem__(self, record_key: int):
+    images, targets = self._open()
+    i = self.records[record_key]
+    return dict(image=np.array(images[i]), target=targets[i].astype(np.float32),
+                weight=np.float32(1.0))
+
+  def __getstate__(self):
+    return dict(self.__dict__, _arrays=None)
+
+
+def train_loader(source: SliceSource, *, global_batch_size: int, seed: int,
+                 augment: augment_lib.AugmentConfig | None,
+                 worker_count: int = 0) -> grain.DataLoader:
+  """An endless, shuffled (a new order each epoch), augmented batch loader.
+
+  Each JAX process reads its own 1/process_count share of every global batch
+  (ShardByJaxProcess), so the loader works unchanged on several hosts.
+  """
+  shard = grain.sharding.ShardByJaxProcess(drop_remainder=True)
+  local_batch = global_batch_size // shard.shard_count
+  sampler = grain.samplers.IndexSampler(
+      num_records=len(source), shard_options=shard, shuffle=True,
+      num_epochs=None, seed=seed)
+  operations = [augment_lib.AugmentSlices(augment)] if augment else []
+  operations.append(grain.transforms.Batch(local_batch, drop_remainder=True))
+  return grain.DataLoader(data_source=source, sampler=sampler,
+                          operations=operations, worker_count=worker_count)
+
+
+def eval_batches(source: SliceSource, batch_size: int) -> Iterator[dict]:
+  """Every record once, in order, in full batches; padding has weight 0."""
+  n = len(source)
+  for start in range(0, n, batch_size):
+    items = [source[i] for i in range(start, min(start + batch_size, n))]
+    pad = batch_size - len(items)
+    items += [dict(items[0], weight=np.float32(0.0))] * pad
+    yield {k: np.stack([it[k] for it in items]) for k in items[0]}
