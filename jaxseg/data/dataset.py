@@ -28,9 +28,12 @@ def resolve_root(data_config) -> str:
   if data_config.root:
     return data_config.root
   syn = data_config.synthetic
-  return synthetic.ensure_synthetic(
-      cache_dir=data_config.cache_dir, num_cases=syn.num_cases,
-      shape=tuple(syn.shape), seed=syn.seed)
+  try:
+    return synthetic.ensure_synthetic(
+        cache_dir=data_config.cache_dir, num_cases=syn.num_cases,
+        shape=tuple(syn.shape), seed=syn.seed)
+  except ValueError as e:
+    raise InputError('config.data.synthetic', str(e)) from e
 
 
 def split_cases(cases: list[sources.Case], fractions, seed: int,
@@ -63,13 +66,24 @@ def split_cases(cases: list[sources.Case], fractions, seed: int,
               test=sorted(shuffled[n_train + n_val:]))
 
 
+def check_config(data_config) -> None:
+  """Rejects data settings that have no meaning, before any work is done."""
+  if data_config.label_mode not in preprocess.LABEL_MODES:
+    raise InputError('config.data.label_mode',
+                     f'{data_config.label_mode!r} is not one of {preprocess.LABEL_MODES}')
+  if data_config.normalization not in ('case', 'dataset'):
+    raise InputError('config.data.normalization',
+                     f"{data_config.normalization!r} is not 'case' or 'dataset'")
+  if not data_config.modalities:
+    raise InputError('config.data.modalities', 'name at least one channel')
+  if data_config.image_size < 1:
+    raise InputError('config.data.image_size', 'must be positive')
+
+
 def discover(data_config) -> tuple[str, list[sources.Case]]:
   """The dataset root and its cases; checks the label mode fits the labels."""
   root = resolve_root(data_config)
   cases = sources.discover_cases(root)
-  if data_config.label_mode not in preprocess.LABEL_MODES:
-    raise InputError('config.data.label_mode',
-                     f'{data_config.label_mode!r} is not one of {preprocess.LABEL_MODES}')
   if data_config.label_mode != 'binary':
     binary = [c.case_id for c in cases if c.et_label is None and c.label]
     if binary:
@@ -98,9 +112,6 @@ def prepare(data_config, workdir: str, seed: int,
     mean, std = preprocess.dataset_statistics(
         sources.load_case(by_id[i], data_config.modalities).image
         for i in split['train'])
-  elif data_config.normalization != 'case':
-    raise InputError('config.data.normalization',
-                     f"{data_config.normalization!r} is not 'case' or 'dataset'")
   prepared = {}
   for name in SPLITS:
     if not split[name]:

@@ -134,6 +134,12 @@ class SliceSource(grain.sources.RandomAccessDataSource):
     return dict(image=np.array(images[i]), target=targets[i].astype(np.float32),
                 weight=np.float32(1.0))
 
+  def __repr__(self) -> str:
+    # Grain checks a restored iterator against repr(source): keep it stable
+    # across processes (no object address) and independent of the workdir path.
+    return (f'SliceSource({os.path.basename(os.path.normpath(self.split_dir))}, '
+            f'{len(self.records)} records)')
+
   def __getstate__(self):
     return dict(self.__dict__, _arrays=None)
 

@@ -50,11 +50,12 @@ NORMS = ('batch', 'instance', 'group', 'layer', 'none')
 _kernel_init = nn.initializers.glorot_uniform()  # Keras' default.
 
 
-def _norm(kind: str, train: bool, dtype: Any, name: Optional[str] = None):
+def _norm(kind: str, train: bool, dtype: Any, name: Optional[str] = None,
+          momentum: float = BN_MOMENTUM):
   """Returns a channel normalisation layer: x (N, ..., C) -> same shape."""
   if kind == 'batch':
     return nn.BatchNorm(
-        use_running_average=not train, momentum=BN_MOMENTUM,
+        use_running_average=not train, momentum=momentum,
         epsilon=BN_EPSILON, dtype=dtype, name=name)
   if kind == 'instance':
     return nn.InstanceNorm(epsilon=BN_EPSILON, dtype=dtype, name=name)
@@ -99,6 +100,7 @@ class ResidualUnit(nn.Module):
   project: bool
   norm: str = 'batch'
   dtype: Any = jnp.float32
+  bn_momentum: float = BN_MOMENTUM
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -108,12 +110,12 @@ class ResidualUnit(nn.Module):
         self.features, (k,) * nd, padding='SAME', use_bias=False,
         kernel_init=_kernel_init, dtype=self.dtype, name=name)
     y = conv(3, 'conv1')(x)
-    y = nn.relu(_norm(self.norm, train, self.dtype, 'norm1')(y))
+    y = nn.relu(_norm(self.norm, train, self.dtype, 'norm1', self.bn_momentum)(y))
     y = conv(3, 'conv2')(y)
-    y = _norm(self.norm, train, self.dtype, 'norm2')(y)
+    y = _norm(self.norm, train, self.dtype, 'norm2', self.bn_momentum)(y)
     if self.project:
       x = conv(1, 'proj_conv')(x)
-      x = _norm(self.norm, train, self.dtype, 'proj_norm')(x)
+      x = _norm(self.norm, train, self.dtype, 'proj_norm', self.bn_momentum)(x)
     return nn.relu(y + x)
 
 
@@ -125,13 +127,15 @@ class ResidualStage(nn.Module):
   spatial_dropout: bool = True
   norm: str = 'batch'
   dtype: Any = jnp.float32
+  bn_momentum: float = BN_MOMENTUM
 
   @nn.compact
   def __call__(self, x, train: bool):
     """x: (N, *spatial, C_in) -> (N, *spatial, features)."""
     for i in range(self.depth):
       x = ResidualUnit(self.features, project=i == 0, norm=self.norm,
-                       dtype=self.dtype, name=f'unit_{i}')(x, train)
+                       dtype=self.dtype, bn_momentum=self.bn_momentum,
+                       name=f'unit_{i}')(x, train)
       if self.dropout_rate > 0.0:
         x = SpatialDropout(self.dropout_rate, self.spatial_dropout)(
             x, deterministic=not train)
@@ -153,6 +157,7 @@ class ResUNet(nn.Module):
     spatial_dropout: drop whole channels (True) or single activations.
     norm: normalisation inside the residual units ('batch' in the study).
     merge_norm: normalisation after each skip concatenation ('layer').
+    bn_momentum: BatchNorm running-average momentum (Keras default 0.99).
     dtype: computation dtype; parameters stay float32, logits are float32.
   """
   num_classes: int = 1
@@ -165,6 +170,7 @@ class ResUNet(nn.Module):
   spatial_dropout: bool = True
   norm: str = 'batch'
   merge_norm: str = 'layer'
+  bn_momentum: float = BN_MOMENTUM
   dtype: Any = jnp.float32
 
   def _check(self, x):
@@ -197,7 +203,8 @@ class ResUNet(nn.Module):
     dec_widths = tuple(self.decoder_widths or self.widths[-2::-1])
     dec_depths = tuple(self.decoder_depths or (1,) * (levels - 1))
     stage = lambda f, d, rate, name: ResidualStage(  # noqa: E731
-        f, d, rate, self.spatial_dropout, self.norm, self.dtype, name=name)
+        f, d, rate, self.spatial_dropout, self.norm, self.dtype,
+        self.bn_momentum, name=name)
     x = x.astype(self.dtype)
 
     # Encoder: table 1 of the study (outputs after pooling).

@@ -1,0 +1,101 @@
+"""The full set of config keys with their defaults (seed 002's values).
+
+Every experiment config in `configs/` starts from `get_config()` here and
+changes what its study changed. `check_config` rejects keys that are not
+here (a typo such as `config.data.lable_mode`), naming the key and the
+closest known one; `config.model` and `config.loss` are checked by their
+registries, since their keys depend on the chosen model and loss.
+"""
+
+import difflib
+
+import ml_collections
+
+
+def get_config():
+  """Returns the default configuration (seed 002's values)."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  # A BraTS 2018-21 or 2023 folder of case folders, a datalist .json, or None
+  # for the embedded synthetic set.
+  config.data.root = ml_collections.config_dict.placeholder(str)
+  config.data.modalities = ('flair', 't1', 't1ce', 't2')
+  # 'binary' (whole tumour, 1 sigmoid channel), 'regions' (WT/TC/ET, 3 sigmoid
+  # channels) or 'multiclass' (background, 1, 2, ET: 4-way softmax).
+  config.data.label_mode = 'binary'
+  config.data.image_size = 64          # slices are resized to this square
+  config.data.normalization = 'case'   # 'case' z-score or 'dataset' (train-split stats)
+  # Background (tumour-free) brain slices kept per tumour slice; slices with
+  # less than `min_brain_fraction` brain are dropped.
+  config.data.background_ratio = 0.25
+  config.data.min_brain_fraction = 0.05
+  config.data.split = (0.7, 0.15, 0.15)  # train / validation / test, by case
+  config.data.worker_count = 0           # Grain worker processes (0: in-process)
+  config.data.cache_dir = ml_collections.config_dict.placeholder(str)
+  # The embedded synthetic set. It stands in for the study's 8,000 slices
+  # (125 steps of 64 per epoch); its epochs are `steps_per_epoch` batches so
+  # that the 40-epoch schedule runs in minutes on a CPU.
+  config.data.synthetic = ml_collections.ConfigDict(
+      dict(num_cases=24, shape=(96, 96, 64), seed=0, steps_per_epoch=4))
+
+  config.augment = ml_collections.ConfigDict()
+  config.augment.flip_prob = 0.25        # per axis (x and y)
+  config.augment.cutout_prob = 0.4
+  config.augment.cutout_max_patches = 6
+  config.augment.cutout_max_area = 0.2   # fraction of the image per patch
+  config.augment.noise_prob = 0.25
+  config.augment.noise_mean = 0.05
+  config.augment.noise_variance = 0.1
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'resunet'   # other keys: the fields of the model
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.name = 'focal_dice'  # other keys: the parameters of the loss
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'adam'
+  config.optimizer.learning_rate = 0.01
+  config.optimizer.weight_decay = 0.0
+
+  config.schedule = ml_collections.ConfigDict()
+  config.schedule.monitor = 'val_loss'
+  config.schedule.plateau_factor = 0.5
+  config.schedule.plateau_patience = 2
+  config.schedule.plateau_min_delta = 1e-4
+  config.schedule.min_learning_rate = 0.0
+  config.schedule.early_stopping_patience = 5
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 64           # global batch, split over devices
+  config.train.num_epochs = 40
+  # Batches per epoch; None: one pass over the training records.
+  config.train.steps_per_epoch = ml_collections.config_dict.placeholder(int)
+  config.train.eval_batch_size = 64
+  config.train.log_every_steps = 10
+  config.train.checkpoint_every_steps = 0  # 0: at the end of every epoch only
+  # Stop (as if pre-empted) after this many steps; rerunning resumes. 0: never.
+  config.train.halt_after_steps = 0
+  return config
+
+
+FREE_SECTIONS = ('model', 'loss')
+
+
+def check_config(config, reference=None, prefix='config') -> None:
+  """Raises InputError naming the first key of `config` that `reference` lacks."""
+  from jaxseg.errors import InputError
+  reference = get_config() if reference is None else reference
+  for key, value in config.items():
+    where = f'{prefix}.{key}'
+    if key not in reference:
+      close = difflib.get_close_matches(key, list(reference.keys()), n=1)
+      hint = f"; did you mean '{close[0]}'?" if close else ''
+      raise InputError(where, f'unknown config key{hint}')
+    if prefix == 'config' and key in FREE_SECTIONS:
+      continue
+    if isinstance(value, ml_collections.ConfigDict) and isinstance(
+        reference[key], ml_collections.ConfigDict):
+      check_config(value, reference[key], where)

@@ -1,0 +1,175 @@
+"""Evaluation: per-slice metrics over prepared records and whole-volume scores.
+
+Whole-volume evaluation runs the training preprocessing on each case, predicts
+every axial slice, maps the probabilities back onto the original voxel grid
+(`preprocess.slices_to_volume`), converts them to the dataset's own label
+convention and scores the regions against the label file on disk:
+
+  binary label mode, or a binary-mask dataset:  WT
+  regions / multiclass on BraTS labels:          WT, TC, ET
+
+Writes `<workdir>/eval/<split>_cases.csv` (one row per case) and
+`<workdir>/eval/<split>_summary.json` (mean, median, std of each column).
+"""
+
+import csv
+import json
+import os
+
+from absl import logging
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseg import metrics
+from jaxseg import parallel
+from jaxseg.data import pipeline
+from jaxseg.data import preprocess
+from jaxseg.data import sources
+
+SCORES = ('dice', 'iou', 'precision', 'recall')
+
+
+def slice_metrics(eval_fn, state, source: pipeline.SliceSource, batch_size: int,
+                  mesh) -> dict:
+  """SegMetrics (pooled over all voxels) on every record of a prepared split."""
+  merged = None
+  for batch in pipeline.eval_batches(source, batch_size):
+    out = eval_fn(state, parallel.to_global(parallel.local_rows(batch), mesh))
+    merged = out if merged is None else merged.merge(out)
+  return {k: float(v) for k, v in merged.compute().items()}
+
+
+def make_predict_fn(activation: str):
+  """A jitted (state, images (N, H, W, C)) -> probabilities (N, H, W, K)."""
+  def predict(state, images):
+    logits = state.apply_fn(
+        {'params': state.params, 'batch_stats': state.batch_stats}, images,
+        train=False)
+    if activation == 'softmax':
+      return jax.nn.softmax(logits, axis=-1)
+    return jax.nn.sigmoid(logits)
+  return jax.jit(predict)
+
+
+def predict_slices(predict_fn, state, images: np.ndarray, batch_size: int,
+                   mesh) -> np.ndarray:
+  """Probabilities (S, H, W, K) for slices (S, H, W, C), in padded batches."""
+  out = []
+  for start in range(0, len(images), batch_size):
+    chunk = images[start:start + batch_size]
+    padded = np.zeros((batch_size,) + chunk.shape[1:], np.float32)
+    padded[:len(chunk)] = chunk
+    probs = predict_fn(state, parallel.to_global(
+        parallel.local_rows({'x': padded}), mesh)['x'])
+    if jax.process_count() > 1:
+      probs = multihost_utils.process_allgather(probs, tiled=True)
+    out.append(np.asarray(probs)[:len(chunk)])
+  return np.concatenate(out)
+
+
+def predict_volume(predict_fn, state, image: np.ndarray, *, image_size: int,
+                   batch_size: int, mesh, mean=None, std=None) -> np.ndarray:
+  """Probabilities (H, W, D, K) on the grid of `image` (H, W, D, C)."""
+  stack = preprocess.case_to_slices(image, None, image_size=image_size,
+                                    label_mode='binary', et_label=None,
+                                    mean=mean, std=std)
+  probs = predict_slices(predict_fn, state, stack.images, batch_size, mesh)
+  return preprocess.slices_to_volume(probs, stack.box)
+
+
+def hard_label(probs: np.ndarray, label_mode: str, et_label) -> np.ndarray:
+  """(H, W, D, K) probabilities -> uint8 label map in the source convention."""
+  if label_mode == 'multiclass':
+    return preprocess.target_to_label(probs.argmax(-1), label_mode, et_label)
+  return preprocess.target_to_label(probs > 0.5, label_mode, et_label)
+
+
+def region_masks(label: np.ndarray, et_label, regions) -> dict:
+  """{region name: bool mask} of a label map in its own convention."""
+  if et_label is None:
+    return {'WT': label > 0}
+  masks = metrics.brats_regions(label, 'brats23' if et_label == 3 else 'brats')
+  return {name: masks[..., i] for i, name in enumerate(preprocess.REGION_NAMES)
+          if name in regions}
+
+
+def score_case(pred_label, true_label, et_label, label_mode) -> dict:
+  """Per-region scores of one case: {'dice_WT': ..., 'iou_WT': ..., ...}."""
+  regions = ('WT',) if label_mode == 'binary' else preprocess.REGION_NAMES
+  pred = region_masks(pred_label, et_label, regions)
+  true = region_masks(true_label, et_label, regions)
+  row = {}
+  for name in true:
+    scores = metrics.volume_scores(pred[name], true[name])
+    row.update({f'{s}_{name}': float(scores[s]) for s in SCORES})
+  return row
+
+
+def evaluate_cases(config, state, cases, mesh, normalization) -> list[dict]:
+  """Scores every case in `cases` on its original grid; one row per case."""
+  predict_fn = make_predict_fn(
+      'softmax' if config.data.label_mode == 'multiclass' else 'sigmoid')
+  mean = normalization.get('mean')
+  std = normalization.get('std')
+  mean = None if mean is None else np.asarray(mean, np.float32)
+  std = None if std is None else np.asarray(std, np.float32)
+  rows = []
+  for i, case in enumerate(cases):
+    volume = sources.load_case(case, config.data.modalities)
+    probs = predict_volume(predict_fn, state, volume.image,
+                           image_size=config.data.image_size,
+                           batch_size=config.train.eval_batch_size, mesh=mesh,
+                           mean=mean, std=std)
+    pred = hard_label(probs, config.data.label_mode, case.et_label)
+    row = dict(case=case.case_id)
+    row.update(score_case(pred, volume.label, case.et_label, config.data.label_mode))
+    rows.append(row)
+    logging.info('evaluated case %d/%d %s: %s', i + 1, len(cases), case.case_id,
+                 ' '.join(f'{k}={v:.4f}' for k, v in row.items()
+                          if k.startswith('dice')))
+  return rows
+
+
+def write_table(rows: list[dict], path: str) -> dict:
+  """Writes the per-case CSV and the summary JSON beside it; returns the summary."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  summary = metrics.summarize([{k: v for k, v in r.items() if k != 'case'}
+                               for r in rows])
+  with open(path.replace('_cases.csv', '_summary.json'), 'w') as f:
+    json.dump(summary, f, indent=1)
+  return summary
+
+
+def evaluate_workdir(config, workdir: str, state, mesh, eval_fn) -> dict:
+  """Per-slice and per-volume results on the val and test splits of a workdir."""
+  data_dir = os.path.join(workdir, 'data')
+  with open(os.path.join(data_dir, 'split.json')) as f:
+    info = json.load(f)
+  cases = {c.case_id: c for c in sources.discover_cases(info['root'])}
+  results = {}
+  for split in ('val', 'test'):
+    ids = info['split'].get(split) or []
+    if not ids:
+      continue
+    source = pipeline.SliceSource(os.path.join(data_dir, split))
+    per_slice = slice_metrics(eval_fn, state, source,
+                              config.train.eval_batch_size, mesh)
+    rows = evaluate_cases(config, state, [cases[i] for i in ids], mesh,
+                          info['normalization'])
+    summary = (write_table(rows, os.path.join(workdir, 'eval', f'{split}_cases.csv'))
+               if jax.process_index() == 0 else metrics.summarize(
+                   [{k: v for k, v in r.items() if k != 'case'} for r in rows]))
+    results[split] = dict(
+        per_slice=per_slice,
+        per_volume={k: v for k, v in summary.items()},
+        cases=len(rows))
+    logging.info('%s: dice per slice %.4f, per volume (WT) mean %.4f median %.4f',
+                 split, per_slice['dice'], summary['dice_WT']['mean'],
+                 summary['dice_WT']['median'])
+  return results

@@ -1,0 +1,113 @@
+"""Entry point: train or evaluate a config.
+
+    python -m jaxseg.main --config=configs/brats19_resunet.py --workdir=runs/resunet
+    python -m jaxseg.main --config=configs/brats19_resunet.py --workdir=runs/resunet \
+        --mode=evaluate
+    python -m jaxseg.main --config=configs/brats19_resunet.py --workdir=runs/x \
+        --config.optimizer.learning_rate=1e-3
+
+Bad input (a missing or corrupt file, wrong shapes, NaN voxels, unknown label
+values, an unknown config key) ends the run with one line naming the file or
+key and the problem, exit status 2, and nothing new in the workdir.
+"""
+
+import logging as std_logging
+import os
+import re
+import shutil
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from jaxseg import config_base
+from jaxseg import evaluate
+from jaxseg import parallel
+from jaxseg import train
+from jaxseg.errors import InputError
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and results.')
+flags.DEFINE_enum('mode', 'train', ['train', 'evaluate'],
+                  'train: train (or resume) then evaluate the best checkpoint; '
+                  'evaluate: evaluate the best checkpoint of --workdir.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def run(config, workdir: str, mode: str) -> dict:
+  config_base.check_config(config)
+  if mode == 'train':
+    return train.train_and_evaluate(config, workdir)
+  mesh = parallel.make_mesh()
+  state = train.load_best_state(config, workdir, mesh)
+  return evaluate.evaluate_workdir(config, workdir, state, mesh,
+                                   eval_fn=train.make_eval_fn(config))
+
+
+def _flag_error(argv, error: Exception) -> str:
+  """One line for a flag-parsing error: the --config key at fault and why."""
+  text = str(error)
+  key = re.search(r"'(\w+)\\?'", text)
+  hint = re.search(r'Did you mean "(\w+)"', text)
+  for arg in argv[1:]:
+    name = arg.split('=')[0]
+    if key and name.startswith('--config.') and key.group(1) in name.split('.')[1:]:
+      return (f'{name}: unknown config key' +
+              (f"; did you mean '{hint.group(1)}'?" if hint else ''))
+  return text.replace('\\n', ' ').splitlines()[0]
+
+
+def parse_flags(argv):
+  """absl flag parsing; a bad config file or override ends with one line, exit 2."""
+  try:
+    argv = FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    print(f'jaxseg: error: {_flag_error(argv, e)}', file=sys.stderr)
+    sys.exit(2)
+  try:
+    if FLAGS.config is not None:
+      FLAGS.config.keys()   # the config file is loaded lazily: load it now
+  except Exception as e:  # pylint: disable=broad-except
+    reason = [l.strip() for l in str(e).splitlines() if l.strip()][-1]
+    print(f'jaxseg: error: --config={FLAGS["config"].config_filename}: cannot load '
+          f'the config file: {reason}', file=sys.stderr)
+    sys.exit(2)
+  return argv
+
+
+class _OwnInfoOnly(std_logging.Filter):
+  """Keeps INFO lines of jaxseg; libraries (orbax, jax, grain) log WARNING and up."""
+
+  def filter(self, record):
+    return (record.levelno >= std_logging.WARNING or
+            f'{os.sep}jaxseg{os.sep}' in record.pathname)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_OwnInfoOnly())
+  # Compiled programs are cached on disk: a rerun or resume skips compilation.
+  cache = os.environ.get('JAXSEG_CACHE', os.path.expanduser('~/.cache/jaxseg'))
+  jax.config.update('jax_compilation_cache_dir', os.path.join(cache, 'xla'))
+  workdir = FLAGS.workdir
+  existed = os.path.exists(workdir)
+  logging.info('JAX devices: %s (process %d of %d)', jax.devices(),
+               jax.process_index(), jax.process_count())
+  try:
+    run(FLAGS.config, workdir, FLAGS.mode)
+  except InputError as e:
+    # Leave no half-written workdir behind: remove one this run created.
+    if not existed and os.path.isdir(workdir):
+      shutil.rmtree(workdir, ignore_errors=True)
+    print(f'jaxseg: error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

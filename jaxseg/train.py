@@ -1,0 +1,346 @@
+"""Training: state, jitted train/eval steps, the epoch loop, checkpoints, resume.
+
+One run, as seed 002 trains:
+
+    for each epoch: steps_per_epoch steps over augmented training slices
+                    -> validation loss and metrics
+                    -> reduce-on-plateau, best checkpoint, early stopping
+    restore the best checkpoint -> whole-volume evaluation of val and test
+
+Checkpoints (Orbax) live in `<workdir>/checkpoints/` (the latest; with the
+step, optimiser state, batch statistics, the loop's JSON state and the data
+iterator position) and `<workdir>/checkpoints_best/` (lowest validation
+loss). Rerunning the same command resumes from the latest and continues the
+same random streams: dropout keys are `fold_in(key, step)` and augmentation
+draws come from Grain's per-record generators.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import ml_collections
+import orbax.checkpoint as ocp
+
+from jaxseg import config_base
+from jaxseg import evaluate
+from jaxseg import losses
+from jaxseg import metrics
+from jaxseg import models
+from jaxseg import optim
+from jaxseg import parallel
+from jaxseg import writers
+from jaxseg.data import augment as augment_lib
+from jaxseg.data import dataset
+from jaxseg.data import pipeline
+from jaxseg.data import preprocess
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any
+
+
+def activation_of(label_mode: str) -> str:
+  """Sigmoid channels for binary and region targets, softmax for classes."""
+  return 'softmax' if label_mode == 'multiclass' else 'sigmoid'
+
+
+def build_model(config: ml_collections.ConfigDict):
+  """The model of `config.model`, with as many outputs as the label mode needs."""
+  model_config = ml_collections.ConfigDict(config.model.to_dict())
+  model_config.num_classes = preprocess.num_outputs(config.data.label_mode)
+  return models.build(model_config)
+
+
+def create_train_state(config, model, tx, rng, image_shape) -> TrainState:
+  """Initialises parameters and batch statistics for inputs (1, *image_shape)."""
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      {'params': rng}, jnp.zeros((1,) + tuple(image_shape), jnp.float32))
+  return TrainState.create(apply_fn=model.apply, params=variables['params'],
+                           tx=tx, batch_stats=variables.get('batch_stats', {}))
+
+
+def _mask(batch):
+  """(N,) sample weights -> (N, *spatial) voxel mask."""
+  weight = batch['weight']
+  return jnp.broadcast_to(
+      weight.reshape(weight.shape + (1,) * (batch['target'].ndim - 2)),
+      batch['target'].shape[:-1])
+
+
+def train_step(state: TrainState, batch: dict, dropout_key, *, loss_fn,
+               activation: str):
+  """One optimisation step on a (global) batch; returns the state and metrics."""
+  key = jax.random.fold_in(dropout_key, state.step)
+
+  def compute_loss(params):
+    logits, updates = state.apply_fn(
+        {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
+        train=True, rngs={'dropout': key}, mutable=['batch_stats'])
+    loss = loss_fn(logits, batch['target'], _mask(batch))
+    return loss, (logits, updates)
+
+  (loss, (logits, updates)), grads = jax.value_and_grad(
+      compute_loss, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads, batch_stats=updates['batch_stats'])
+  step_metrics = metrics.SegMetrics.single_from_model_output(
+      loss=loss, logits=logits, targets=batch['target'], mask=_mask(batch),
+      activation=activation)
+  return state, step_metrics
+
+
+def eval_step(state: TrainState, batch: dict, *, loss_fn, activation: str):
+  """Loss and metrics of the model in inference mode on a (padded) batch."""
+  logits = state.apply_fn(
+      {'params': state.params, 'batch_stats': state.batch_stats},
+      batch['image'], train=False)
+  loss = loss_fn(logits, batch['target'], _mask(batch))
+  return metrics.SegMetrics.single_from_model_output(
+      loss=loss, logits=logits, targets=batch['target'], mask=_mask(batch),
+      activation=activation)
+
+
+@dataclasses.dataclass
+class LoopState:
+  """The host-side part of a run that a checkpoint must restore (JSON)."""
+  epoch: int = 0                 # completed epochs
+  best_val_loss: float = float('inf')
+  best_epoch: int = -1
+  stopped_early: bool = False
+  plateau: dict = dataclasses.field(default_factory=dict)
+  early_stopping: dict = dataclasses.field(default_factory=dict)
+  data_iterator: str = ''        # Grain iterator state
+  train_seconds: float = 0.0
+
+
+def _checkpoint_managers(workdir: str):
+  # Async: arrays are copied to the host, then written while training goes on.
+  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                         enable_async_checkpointing=True)
+  names = ('state', 'loop')
+  return (ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
+                                options=options, item_names=names),
+          ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints_best'),
+                                options=options, item_names=names))
+
+
+def save_checkpoint(manager, state: TrainState, loop: LoopState) -> None:
+  manager.save(int(state.step), args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      loop=ocp.args.JsonSave(dataclasses.asdict(loop))), force=True)
+
+
+def restore_checkpoint(manager, state: TrainState):
+  """(state, LoopState) from the manager's latest step, or None if it has none."""
+  manager.wait_until_finished()
+  step = manager.latest_step()
+  if step is None:
+    return None
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract), loop=ocp.args.JsonRestore()))
+  return restored['state'], LoopState(**restored['loop'])
+
+
+class Progress:
+  """A progress line: step, loss, images/s and the time left."""
+
+  def __init__(self, total_steps: int, batch_size: int, start_step: int):
+    self.total, self.batch = total_steps, batch_size
+    self.t0, self.s0 = time.time(), start_step
+
+  def line(self, step: int, loss: float) -> str:
+    elapsed = time.time() - self.t0
+    done = max(step - self.s0, 1)
+    rate = done * self.batch / max(elapsed, 1e-9)
+    left = (self.total - step) * elapsed / done
+    return (f'step {step}/{self.total}  loss {loss:.4f}  {rate:.1f} images/s  '
+            f'{left / 60:.1f} min left')
+
+
+def epoch_length(config, num_records: int) -> int:
+  """Steps per epoch: `train.steps_per_epoch`, the synthetic set's, or one pass."""
+  if config.train.steps_per_epoch:
+    return config.train.steps_per_epoch
+  if not config.data.root:
+    return config.data.synthetic.steps_per_epoch
+  return num_records // config.train.batch_size
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs training and the final evaluation; returns the results dictionary."""
+  config_base.check_config(config)
+  dataset.check_config(config.data)
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(config.train.batch_size, mesh)
+  parallel.check_batch_size(config.train.eval_batch_size, mesh)
+  model = build_model(config)
+  loss_fn = losses.build(config.loss)
+  tx = optim.build(config.optimizer)
+  activation = activation_of(config.data.label_mode)
+
+  def report(split, i, n, case_id):
+    logging.info('preprocessing %s: case %d/%d (%s)', split, i, n, case_id)
+  info = dataset.prepare(config.data, workdir, config.seed, progress=report)
+  data_dir = os.path.join(workdir, 'data')
+  train_source = pipeline.SliceSource(os.path.join(data_dir, 'train'))
+  val_source = pipeline.SliceSource(os.path.join(data_dir, 'val'))
+  if len(train_source) < config.train.batch_size:
+    from jaxseg.errors import InputError
+    raise InputError(info['root'], f'{len(train_source)} training slices are fewer '
+                     f'than one batch of {config.train.batch_size}')
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=1))
+
+  rng = jax.random.key(config.seed)
+  init_key, dropout_key = jax.random.split(rng)
+  image_shape = train_source[0]['image'].shape
+  state = create_train_state(config, model, tx, init_key, image_shape)
+  replicated = parallel.replicated(mesh)
+  state = jax.device_put(state, replicated)
+  logging.info('model %s: %s trainable parameters', config.model.name,
+               f'{sum(x.size for x in jax.tree.leaves(state.params)):,}')
+
+  latest, best = _checkpoint_managers(workdir)
+  loop = LoopState()
+  newest = max((latest, best), key=lambda m: m.latest_step() or -1)
+  restored = restore_checkpoint(newest, state)
+  if restored:
+    state, loop = restored
+    state = jax.device_put(state, replicated)
+    logging.info('resumed from step %d (epoch %d)', int(state.step), loop.epoch)
+  plateau = optim.Plateau(factor=config.schedule.plateau_factor,
+                          patience=config.schedule.plateau_patience,
+                          min_delta=config.schedule.plateau_min_delta,
+                          min_lr=config.schedule.min_learning_rate)
+  stopper = optim.EarlyStopping(patience=config.schedule.early_stopping_patience)
+  plateau = dataclasses.replace(plateau, **loop.plateau)
+  stopper = dataclasses.replace(stopper, **loop.early_stopping)
+
+  loader = pipeline.train_loader(
+      train_source, global_batch_size=config.train.batch_size,
+      seed=config.seed, augment=augment_lib.AugmentConfig(**config.augment),
+      worker_count=config.data.worker_count)
+  iterator = iter(loader)
+  if loop.data_iterator:
+    iterator.set_state(loop.data_iterator.encode())
+
+  p_train = jax.jit(functools.partial(train_step, loss_fn=loss_fn,
+                                      activation=activation), donate_argnums=0)
+  p_eval = jax.jit(functools.partial(eval_step, loss_fn=loss_fn,
+                                     activation=activation))
+  steps_per_epoch = epoch_length(config, len(train_source))
+  total_steps = steps_per_epoch * config.train.num_epochs
+  writer = writers.MetricWriter(workdir)
+  progress = Progress(total_steps, config.train.batch_size, int(state.step))
+  halt_at = config.train.halt_after_steps
+  every = config.train.checkpoint_every_steps
+
+  step = int(state.step)
+  t_start = time.time() - loop.train_seconds
+  while loop.epoch < config.train.num_epochs and not loop.stopped_early:
+    epoch_metrics = None
+    while step < (loop.epoch + 1) * steps_per_epoch:
+      batch = parallel.to_global(next(iterator), mesh)
+      state, step_metrics = p_train(state, batch, dropout_key)
+      epoch_metrics = (step_metrics if epoch_metrics is None
+                       else epoch_metrics.merge(step_metrics))
+      step += 1
+      if step % config.train.log_every_steps == 0 or step == total_steps:
+        loss = float(step_metrics.compute()['loss'])
+        logging.info(progress.line(step, loss))
+        writer.write_scalars(step, {'train/step_loss': loss})
+      interrupted = halt_at and step >= halt_at
+      if (every and step % every == 0) or interrupted:
+        loop.data_iterator = iterator.get_state().decode()
+        loop.train_seconds = time.time() - t_start
+        save_checkpoint(latest, state, loop)
+      if interrupted:
+        logging.info('halting after step %d (train.halt_after_steps)', step)
+        latest.wait_until_finished()
+        writer.close()
+        return {}
+
+    # End of an epoch: validate, schedule, checkpoint.
+    loop.epoch += 1
+    val = evaluate.slice_metrics(p_eval, state, val_source,
+                                 config.train.eval_batch_size, mesh)
+    lr = optim.get_learning_rate(state.opt_state)
+    scalars = {f'train/{k}': v for k, v in (epoch_metrics.compute().items()
+                                            if epoch_metrics else ())}
+    scalars.update({f'val/{k}': v for k, v in val.items()})
+    scalars['learning_rate'] = lr
+    scalars['epoch'] = loop.epoch
+    writer.write_scalars(step, scalars)
+    logging.info('epoch %d: train loss %.4f dice %.4f | val loss %.4f dice %.4f | lr %.2e',
+                 loop.epoch, scalars.get('train/loss', float('nan')),
+                 scalars.get('train/dice', float('nan')), val['loss'], val['dice'], lr)
+    monitored = val['loss']
+    new_lr = plateau.update(monitored, lr)
+    if new_lr != lr:
+      logging.info('reducing learning rate to %.2e', new_lr)
+      state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, new_lr))
+    loop.stopped_early = stopper.update(monitored)
+    loop.plateau = {'best': plateau.best, 'wait': plateau.wait}
+    loop.early_stopping = {'best': stopper.best, 'wait': stopper.wait}
+    loop.data_iterator = iterator.get_state().decode()
+    loop.train_seconds = time.time() - t_start
+    # An improving epoch is written once, as the best; resuming takes the
+    # newer of the latest and the best checkpoint.
+    if monitored < loop.best_val_loss:
+      loop.best_val_loss, loop.best_epoch = monitored, loop.epoch
+      save_checkpoint(best, state, loop)
+    else:
+      save_checkpoint(latest, state, loop)
+    if loop.stopped_early:
+      logging.info('early stopping after epoch %d (best epoch %d)',
+                   loop.epoch, loop.best_epoch)
+  writer.close()
+  latest.wait_until_finished()
+
+  # The best checkpoint is the model that is tested.
+  state, best_loop = restore_checkpoint(best, state)
+  state = jax.device_put(state, replicated)
+  results = dict(best_epoch=best_loop.epoch, epochs_run=loop.epoch,
+                 stopped_early=loop.stopped_early,
+                 best_val_loss=loop.best_val_loss,
+                 train_seconds=loop.train_seconds, steps=step)
+  results.update(evaluate.evaluate_workdir(config, workdir, state, mesh,
+                                           eval_fn=p_eval))
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+      json.dump(results, f, indent=1)
+  return results
+
+
+def load_best_state(config: ml_collections.ConfigDict, workdir: str, mesh):
+  """The best checkpoint of a workdir as a TrainState on `mesh` (for --mode=evaluate)."""
+  from jaxseg.errors import InputError
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints_best')):
+    raise InputError(workdir, 'has no best checkpoint (checkpoints_best/): train first')
+  model = build_model(config)
+  tx = optim.build(config.optimizer)
+  source = pipeline.SliceSource(os.path.join(workdir, 'data', 'train'))
+  state = create_train_state(config, model, tx, jax.random.key(0),
+                             source[0]['image'].shape)
+  _, best = _checkpoint_managers(workdir)
+  restored = restore_checkpoint(best, state)
+  if restored is None:
+    raise InputError(os.path.join(workdir, 'checkpoints_best'),
+                     'holds no checkpoint: train first')
+  return jax.device_put(restored[0], parallel.replicated(mesh))
+
+
+def make_eval_fn(config):
+  """The jitted eval step for a config."""
+  return jax.jit(functools.partial(
+      eval_step, loss_fn=losses.build(config.loss),
+      activation=activation_of(config.data.label_mode)))

@@ -1,0 +1,52 @@
+"""Shared fixtures: a tiny synthetic BraTS set, a tiny config, the real-data path."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / 'shared' / 'data'
+
+
+def load_config(name='brats19_resunet'):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(name, REPO / 'configs' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def tiny(config, root=None):
+  """The seed-002 config with a tiny ResU-Net and a short run, for tests."""
+  config.model.widths = (4, 8, 8)
+  config.model.depths = (1, 1, 1)
+  config.model.decoder_widths = (8, 4)
+  config.model.decoder_depths = (1, 1)
+  config.model.output_depth = 1
+  config.data.image_size = 32
+  config.train.batch_size = 8
+  config.train.eval_batch_size = 8
+  config.train.num_epochs = 2
+  config.train.log_every_steps = 1
+  config.data.synthetic.num_cases = 6
+  config.data.synthetic.shape = (48, 48, 32)
+  config.data.synthetic.steps_per_epoch = 2
+  config.data.root = root
+  return config
+
+
+@pytest.fixture(scope='session')
+def cache_dir(tmp_path_factory):
+  """A session-wide cache for the synthetic set and compiled programs."""
+  path = tmp_path_factory.mktemp('jaxseg_cache')
+  os.environ['JAXSEG_CACHE'] = str(path)
+  return path
+
+
+@pytest.fixture(scope='session')
+def shared_data():
+  if not SHARED_DATA.is_dir():
+    pytest.skip(f'real BraTS sample data not found at {SHARED_DATA}')
+  return SHARED_DATA

@@ -1,0 +1,57 @@
+"""Runs one train step on a 1-device and a 4-device mesh; prints the max differences.
+
+Run by tests/test_parallel.py in a fresh process with
+XLA_FLAGS=--xla_force_host_platform_device_count=4 (the device count is fixed
+when JAX starts).
+"""
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from jaxseg import losses
+from jaxseg import optim
+from jaxseg import parallel
+from jaxseg import train
+from jaxseg.models.resunet import ResUNet
+
+
+def run(devices, batch):
+  mesh = Mesh(np.asarray(devices), ('data',))
+  model = ResUNet(num_classes=1, widths=(4, 8, 8), depths=(1, 2, 1),
+                  decoder_widths=(8, 4), decoder_depths=(1, 1), dropout_rate=0.1)
+  tx = optim.build(ml_collections.ConfigDict(dict(name='adam', learning_rate=0.01)))
+  state = train.create_train_state(None, model, tx, jax.random.key(0), (16, 16, 2))
+  state = jax.device_put(state, parallel.replicated(mesh))
+  loss_fn = losses.build(ml_collections.ConfigDict(dict(name='focal_dice')))
+  step = jax.jit(functools.partial(train.train_step, loss_fn=loss_fn,
+                                   activation='sigmoid'))
+  global_batch = parallel.to_global(batch, mesh)
+  assert len(global_batch['image'].sharding.device_set) == len(devices)
+  for _ in range(3):
+    state, metrics = step(state, global_batch, jax.random.key(1))
+  return jax.device_get((state.params, state.batch_stats)), metrics.compute()
+
+
+def main():
+  assert jax.device_count() == 4, jax.devices()
+  rng = np.random.default_rng(0)
+  batch = dict(image=rng.normal(size=(8, 16, 16, 2)).astype(np.float32),
+               target=(rng.random((8, 16, 16, 1)) > 0.7).astype(np.float32),
+               weight=np.ones(8, np.float32))
+  one, m1 = run(jax.devices()[:1], batch)
+  four, m4 = run(jax.devices(), batch)
+  diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))),
+                                       one, four))
+  scale = max(float(np.max(np.abs(x))) for x in jax.tree.leaves(one))
+  print(json.dumps(dict(max_abs_diff=max(diffs), max_abs_param=scale,
+                        loss_1=m1['loss'], loss_4=m4['loss'])))
+
+
+if __name__ == '__main__':
+  main()
