@@ -38,7 +38,7 @@ def get_config():
   # (125 steps of 64 per epoch); its epochs are `steps_per_epoch` batches so
   # that the 40-epoch schedule runs in minutes on a CPU.
   config.data.synthetic = ml_collections.ConfigDict(
-      dict(num_cases=24, shape=(96, 96, 64), seed=0, steps_per_epoch=4))
+      dict(num_cases=32, shape=(96, 96, 64), seed=0, steps_per_epoch=4))
 
   config.augment = ml_collections.ConfigDict()
   config.augment.flip_prob = 0.25        # per axis (x and y)

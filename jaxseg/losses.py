@@ -288,6 +288,20 @@ LOSSES: dict[str, LossFn] = {
     'dice_ce': softmax_dice_ce,
 }
 
+# The activation each loss assumes ('dice' takes it as a parameter).
+SIGMOID_LOSSES = ('focal_dice', 'focal', 'bce')
+SOFTMAX_LOSSES = ('softmax_ce', 'dice_ce')
+
+
+def activation_of(loss_config: Any) -> str | None:
+  """'sigmoid' or 'softmax': what the configured loss applies to the logits."""
+  name = loss_config.get('name')
+  if name in SIGMOID_LOSSES:
+    return 'sigmoid'
+  if name in SOFTMAX_LOSSES:
+    return 'softmax'
+  return loss_config.get('activation', 'sigmoid')
+
 # Arguments that come from the data, not from the config.
 _DATA_ARGS = ('logits', 'targets', 'mask')
 

@@ -36,11 +36,13 @@ from jaxseg import metrics
 from jaxseg import models
 from jaxseg import optim
 from jaxseg import parallel
+from jaxseg import plots
 from jaxseg import writers
 from jaxseg.data import augment as augment_lib
 from jaxseg.data import dataset
 from jaxseg.data import pipeline
 from jaxseg.data import preprocess
+from jaxseg.errors import InputError
 
 
 class TrainState(train_state.TrainState):
@@ -185,6 +187,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   loss_fn = losses.build(config.loss)
   tx = optim.build(config.optimizer)
   activation = activation_of(config.data.label_mode)
+  if losses.activation_of(config.loss) != activation:
+    raise InputError('config.loss.name', f"'{config.loss.name}' applies a "
+                     f'{losses.activation_of(config.loss)} to the logits, but '
+                     f"label_mode '{config.data.label_mode}' needs a {activation}"
+                     " loss (sigmoid: focal_dice, focal, bce, dice; softmax: "
+                     "dice_ce, softmax_ce, dice with activation='softmax')")
 
   def report(split, i, n, case_id):
     logging.info('preprocessing %s: case %d/%d (%s)', split, i, n, case_id)
@@ -193,7 +201,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_source = pipeline.SliceSource(os.path.join(data_dir, 'train'))
   val_source = pipeline.SliceSource(os.path.join(data_dir, 'val'))
   if len(train_source) < config.train.batch_size:
-    from jaxseg.errors import InputError
     raise InputError(info['root'], f'{len(train_source)} training slices are fewer '
                      f'than one batch of {config.train.batch_size}')
   if jax.process_index() == 0:
@@ -318,12 +325,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'results.json'), 'w') as f:
       json.dump(results, f, indent=1)
+    plots.plot_curves(os.path.join(workdir, 'metrics.jsonl'),
+                      os.path.join(workdir, 'curves.png'), best_loop.epoch)
   return results
 
 
 def load_best_state(config: ml_collections.ConfigDict, workdir: str, mesh):
   """The best checkpoint of a workdir as a TrainState on `mesh` (for --mode=evaluate)."""
-  from jaxseg.errors import InputError
   if not os.path.isdir(os.path.join(workdir, 'checkpoints_best')):
     raise InputError(workdir, 'has no best checkpoint (checkpoints_best/): train first')
   model = build_model(config)

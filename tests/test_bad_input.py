@@ -154,3 +154,9 @@ def test_command_line_unknown_override(tmp_path):
   out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert out.returncode == 2
   assert "--config.optimizer.learnig_rate: unknown config key; did you mean 'learning_rate'?" in out.stderr
+
+
+def test_multiclass_labels_with_a_sigmoid_loss(tmp_path):
+  root = _dataset(tmp_path / 'd')
+  msg = _run(root, tmp_path / 'run', **{'data.label_mode': 'multiclass'})
+  assert 'config.loss.name' in msg and 'softmax' in msg

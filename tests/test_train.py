@@ -50,7 +50,7 @@ def straight_run(tmp_path_factory, cache_dir):
 
 def test_a_run_writes_its_results(straight_run):
   workdir, log = straight_run
-  for name in ('config.json', 'metrics.jsonl', 'results.json', 'data/split.json',
+  for name in ('config.json', 'metrics.jsonl', 'results.json', 'data/split.json', 'curves.png',
                'eval/val_cases.csv', 'eval/test_cases.csv', 'eval/test_summary.json'):
     assert (workdir / name).exists(), name
   assert list((workdir / 'tensorboard').iterdir())
@@ -85,6 +85,20 @@ def test_resume_continues_exactly(straight_run, tmp_path, cache_dir):
   for a, b in zip(*(map(np.asarray, __import__('jax').tree.leaves(t))
                     for t in ((params_a, opt_a), (params_b, opt_b)))):
     np.testing.assert_array_equal(a, b)
+
+
+def _step_losses(workdir):
+  return {r['step']: r['train/step_loss']
+          for r in map(json.loads, (workdir / 'metrics.jsonl').read_text().splitlines())
+          if 'train/step_loss' in r}
+
+
+def test_a_run_with_worker_processes(tmp_path, cache_dir):
+  """Grain worker processes under the absl app (loader-level checks: test_pipeline)."""
+  _main(tmp_path / 'workers', '--config.train.num_epochs=1',
+        '--config.data.worker_count=2')
+  losses = _step_losses(tmp_path / 'workers')
+  assert sorted(losses) == [1, 2] and all(np.isfinite(list(losses.values())))
 
 
 def test_evaluate_mode_rescores_the_best_checkpoint(straight_run):
