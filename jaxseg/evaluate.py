@@ -19,7 +19,6 @@ import os
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
-import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import metrics

@@ -9,7 +9,6 @@ import functools
 import json
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh

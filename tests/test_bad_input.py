@@ -160,3 +160,9 @@ def test_multiclass_labels_with_a_sigmoid_loss(tmp_path):
   root = _dataset(tmp_path / 'd')
   msg = _run(root, tmp_path / 'run', **{'data.label_mode': 'multiclass'})
   assert 'config.loss.name' in msg and 'softmax' in msg
+
+
+def test_a_split_without_validation_cases(tmp_path):
+  root = _dataset(tmp_path / 'd')
+  msg = _run(root, tmp_path / 'run', **{'data.split': (0.75, 0.0, 0.25)})
+  assert 'config.data.split' in msg and 'validation' in msg

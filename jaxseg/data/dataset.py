@@ -106,6 +106,10 @@ def prepare(data_config, workdir: str, seed: int,
   root, cases = discover(data_config)
   by_id = {c.case_id: c for c in cases}
   split = split_cases(cases, tuple(data_config.split), seed, root)
+  if not split['val']:
+    raise InputError('config.data.split', 'no validation cases: the validation '
+                     'loss drives the learning rate, early stopping and the '
+                     'best checkpoint')
   mean = std = None
   if data_config.normalization == 'dataset':
     # Statistics from the training cases only.
