@@ -1,6 +1,7 @@
 """Slice records, the Grain loader's determinism and resumable position."""
 
 import numpy as np
+import pytest
 
 from jaxseg.data import augment
 from jaxseg.data import pipeline
@@ -135,3 +136,15 @@ def test_worker_processes_are_reproducible_and_resumable(tmp_path):
   third = make()
   third.set_state(state)
   np.testing.assert_array_equal(_batches(third, 1)[0], _batches(second, 1)[0])
+
+
+def test_a_workdir_prepared_with_other_data_settings_is_refused(tmp_path):
+  from conftest import load_config, tiny
+  from jaxseg.data import dataset
+  from jaxseg.errors import InputError
+  config = tiny(load_config())
+  config.data.cache_dir = str(tmp_path / 'cache')
+  dataset.prepare(config.data, str(tmp_path / 'run'), seed=0)
+  config.data.image_size = 64
+  with pytest.raises(InputError, match='image_size=32.*64.*new --workdir'):
+    dataset.prepare(config.data, str(tmp_path / 'run'), seed=0)

@@ -96,13 +96,31 @@ def discover(data_config) -> tuple[str, list[sources.Case]]:
   return root, cases
 
 
+def preparation_settings(data_config, seed: int) -> dict:
+  """The settings that shape `<workdir>/data`, as JSON values (to detect changes)."""
+  keys = ('root', 'modalities', 'label_mode', 'image_size', 'normalization',
+          'background_ratio', 'min_brain_fraction', 'split')
+  settings = {k: data_config[k] for k in keys}
+  settings['synthetic'] = None if data_config.root else data_config.synthetic.to_dict()
+  settings['seed'] = seed
+  return json.loads(json.dumps(settings))   # tuples -> lists, as stored
+
+
 def prepare(data_config, workdir: str, seed: int,
             progress: Callable | None = None) -> dict:
   """Prepares (or reuses) `<workdir>/data`; returns the contents of its split.json."""
   data_dir = os.path.join(workdir, 'data')
+  settings = preparation_settings(data_config, seed)
   if os.path.exists(os.path.join(data_dir, 'split.json')):
     with open(os.path.join(data_dir, 'split.json')) as f:
-      return json.load(f)
+      info = json.load(f)
+    changed = {k: (info['settings'].get(k), v) for k, v in settings.items()
+               if info['settings'].get(k) != v}
+    if changed:
+      key, (was, now) = next(iter(changed.items()))
+      raise InputError(workdir, f'its data was prepared with {key}={was}, the '
+                       f'config now says {now}: use a new --workdir')
+    return info
   root, cases = discover(data_config)
   by_id = {c.case_id: c for c in cases}
   split = split_cases(cases, tuple(data_config.split), seed, root)
@@ -127,14 +145,9 @@ def prepare(data_config, workdir: str, seed: int,
         min_brain_fraction=data_config.min_brain_fraction, seed=seed,
         mean=mean, std=std,
         progress=(lambda i, n, c, s=name: progress(s, i, n, c)) if progress else None)
-  info = dict(root=os.path.abspath(root), split=split,
+  info = dict(root=os.path.abspath(root), split=split, settings=settings,
               normalization=dict(mode=data_config.normalization,
                                  mean=None if mean is None else mean.tolist(),
                                  std=None if std is None else std.tolist()))
   pipeline.write_splits(prepared, data_dir, extra={'split.json': info})
   return info
-
-
-def case_lookup(root: str) -> dict[str, sources.Case]:
-  """Case id -> Case for a dataset root (re-discovered, for whole-volume evaluation)."""
-  return {c.case_id: c for c in sources.discover_cases(root)}
