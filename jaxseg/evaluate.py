@@ -106,10 +106,9 @@ def score_case(pred_label, true_label, et_label, label_mode) -> dict:
   return row
 
 
-def evaluate_cases(config, state, cases, mesh, normalization) -> list[dict]:
+def evaluate_cases(config, state, cases, mesh, normalization,
+                   predict_fn) -> list[dict]:
   """Scores every case in `cases` on its original grid; one row per case."""
-  predict_fn = make_predict_fn(
-      'softmax' if config.data.label_mode == 'multiclass' else 'sigmoid')
   mean = normalization.get('mean')
   std = normalization.get('std')
   mean = None if mean is None else np.asarray(mean, np.float32)
@@ -151,6 +150,8 @@ def evaluate_workdir(config, workdir: str, state, mesh, eval_fn) -> dict:
   with open(os.path.join(data_dir, 'split.json')) as f:
     info = json.load(f)
   cases = {c.case_id: c for c in sources.discover_cases(info['root'])}
+  predict_fn = make_predict_fn(
+      'softmax' if config.data.label_mode == 'multiclass' else 'sigmoid')
   results = {}
   for split in ('val', 'test'):
     ids = info['split'].get(split) or []
@@ -160,7 +161,7 @@ def evaluate_workdir(config, workdir: str, state, mesh, eval_fn) -> dict:
     per_slice = slice_metrics(eval_fn, state, source,
                               config.train.eval_batch_size, mesh)
     rows = evaluate_cases(config, state, [cases[i] for i in ids], mesh,
-                          info['normalization'])
+                          info['normalization'], predict_fn)
     summary = (write_table(rows, os.path.join(workdir, 'eval', f'{split}_cases.csv'))
                if jax.process_index() == 0 else metrics.summarize(
                    [{k: v for k, v in r.items() if k != 'case'} for r in rows]))
