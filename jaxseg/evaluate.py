@@ -130,18 +130,21 @@ def evaluate_cases(config, state, cases, mesh, normalization,
   return rows
 
 
-def write_table(rows: list[dict], path: str) -> dict:
-  """Writes the per-case CSV and the summary JSON beside it; returns the summary."""
+def summarize_rows(rows: list[dict]) -> dict:
+  """Mean, median and std of every score column of per-case rows."""
+  return metrics.summarize([{k: v for k, v in r.items() if k != 'case'}
+                            for r in rows])
+
+
+def write_table(rows: list[dict], summary: dict, path: str) -> None:
+  """Writes the per-case CSV and the summary JSON beside it."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-  summary = metrics.summarize([{k: v for k, v in r.items() if k != 'case'}
-                               for r in rows])
   with open(path.replace('_cases.csv', '_summary.json'), 'w') as f:
     json.dump(summary, f, indent=1)
-  return summary
 
 
 def evaluate_workdir(config, workdir: str, state, mesh, eval_fn) -> dict:
@@ -150,8 +153,7 @@ def evaluate_workdir(config, workdir: str, state, mesh, eval_fn) -> dict:
   with open(os.path.join(data_dir, 'split.json')) as f:
     info = json.load(f)
   cases = {c.case_id: c for c in sources.discover_cases(info['root'])}
-  predict_fn = make_predict_fn(
-      'softmax' if config.data.label_mode == 'multiclass' else 'sigmoid')
+  predict_fn = make_predict_fn(preprocess.activation(config.data.label_mode))
   results = {}
   for split in ('val', 'test'):
     ids = info['split'].get(split) or []
@@ -162,13 +164,12 @@ def evaluate_workdir(config, workdir: str, state, mesh, eval_fn) -> dict:
                               config.train.eval_batch_size, mesh)
     rows = evaluate_cases(config, state, [cases[i] for i in ids], mesh,
                           info['normalization'], predict_fn)
-    summary = (write_table(rows, os.path.join(workdir, 'eval', f'{split}_cases.csv'))
-               if jax.process_index() == 0 else metrics.summarize(
-                   [{k: v for k, v in r.items() if k != 'case'} for r in rows]))
-    results[split] = dict(
-        per_slice=per_slice,
-        per_volume={k: v for k, v in summary.items()},
-        cases=len(rows))
+    summary = summarize_rows(rows)
+    if jax.process_index() == 0:
+      write_table(rows, summary,
+                  os.path.join(workdir, 'eval', f'{split}_cases.csv'))
+    results[split] = dict(per_slice=per_slice, per_volume=summary,
+                          cases=len(rows))
     logging.info('%s: dice per slice %.4f, per volume (WT) mean %.4f median %.4f',
                  split, per_slice['dice'], summary['dice_WT']['mean'],
                  summary['dice_WT']['median'])

@@ -49,11 +49,6 @@ class TrainState(train_state.TrainState):
   batch_stats: Any
 
 
-def activation_of(label_mode: str) -> str:
-  """Sigmoid channels for binary and region targets, softmax for classes."""
-  return 'softmax' if label_mode == 'multiclass' else 'sigmoid'
-
-
 def build_model(config: ml_collections.ConfigDict):
   """The model of `config.model`, with as many outputs as the label mode needs."""
   model_config = ml_collections.ConfigDict(config.model.to_dict())
@@ -61,7 +56,7 @@ def build_model(config: ml_collections.ConfigDict):
   return models.build(model_config)
 
 
-def create_train_state(config, model, tx, rng, image_shape) -> TrainState:
+def create_train_state(model, tx, rng, image_shape) -> TrainState:
   """Initialises parameters and batch statistics for inputs (1, *image_shape)."""
   variables = jax.jit(functools.partial(model.init, train=False))(
       {'params': rng}, jnp.zeros((1,) + tuple(image_shape), jnp.float32))
@@ -186,7 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = build_model(config)
   loss_fn = losses.build(config.loss)
   tx = optim.build(config.optimizer)
-  activation = activation_of(config.data.label_mode)
+  activation = preprocess.activation(config.data.label_mode)
   if losses.activation_of(config.loss) != activation:
     raise InputError('config.loss.name', f"'{config.loss.name}' applies a "
                      f'{losses.activation_of(config.loss)} to the logits, but '
@@ -210,7 +205,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   rng = jax.random.key(config.seed)
   init_key, dropout_key = jax.random.split(rng)
   image_shape = train_source[0]['image'].shape
-  state = create_train_state(config, model, tx, init_key, image_shape)
+  state = create_train_state(model, tx, init_key, image_shape)
   replicated = parallel.replicated(mesh)
   state = jax.device_put(state, replicated)
   logging.info('model %s: %s trainable parameters', config.model.name,
@@ -337,7 +332,7 @@ def load_best_state(config: ml_collections.ConfigDict, workdir: str, mesh):
   model = build_model(config)
   tx = optim.build(config.optimizer)
   source = pipeline.SliceSource(os.path.join(workdir, 'data', 'train'))
-  state = create_train_state(config, model, tx, jax.random.key(0),
+  state = create_train_state(model, tx, jax.random.key(0),
                              source[0]['image'].shape)
   _, best = _checkpoint_managers(workdir)
   restored = restore_checkpoint(best, state)
@@ -351,4 +346,4 @@ def make_eval_fn(config):
   """The jitted eval step for a config."""
   return jax.jit(functools.partial(
       eval_step, loss_fn=losses.build(config.loss),
-      activation=activation_of(config.data.label_mode)))
+      activation=preprocess.activation(config.data.label_mode)))

@@ -25,7 +25,7 @@ def run(devices, batch):
   model = ResUNet(num_classes=1, widths=(4, 8, 8), depths=(1, 2, 1),
                   decoder_widths=(8, 4), decoder_depths=(1, 1), dropout_rate=0.1)
   tx = optim.build(ml_collections.ConfigDict(dict(name='adam', learning_rate=0.01)))
-  state = train.create_train_state(None, model, tx, jax.random.key(0), (16, 16, 2))
+  state = train.create_train_state(model, tx, jax.random.key(0), (16, 16, 2))
   state = jax.device_put(state, parallel.replicated(mesh))
   loss_fn = losses.build(ml_collections.ConfigDict(dict(name='focal_dice')))
   step = jax.jit(functools.partial(train.train_step, loss_fn=loss_fn,

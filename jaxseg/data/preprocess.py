@@ -32,6 +32,11 @@ def num_outputs(label_mode: str) -> int:
   return {'binary': 1, 'regions': 3, 'multiclass': 4}[label_mode]
 
 
+def activation(label_mode: str) -> str:
+  """The output activation of a label mode: softmax for classes, else sigmoid."""
+  return 'softmax' if label_mode == 'multiclass' else 'sigmoid'
+
+
 def label_to_target(label: np.ndarray, label_mode: str,
                     et_label: int | None) -> np.ndarray:
   """Converts a label map in the source convention to the training target.
