@@ -10,90 +10,12 @@ passed to the module as a keyword (a field of the module dataclass):
 New families register themselves with `@register('name')`.
 """
 
-import dataclasses
-from typing import Any, Callable, Dict, Mapping
+from jaxseg.models.registry import MODELS, build, fields, register
 
-import flax.linen as nn
-import jax.numpy as jnp
+# Each model module registers its classes on import. One line per module:
+from jaxseg.models import resunet  # noqa: E402,F401  'resunet'
+# (end of model modules)
 
-from jaxseg.errors import InputError
-from jaxseg.models.resunet import ResUNet
-
-MODELS: Dict[str, type] = {}
-
-# Fields every Linen module has that a config must not set.
-_RESERVED = ('parent', 'name')
-
-
-def register(name: str) -> Callable[[type], type]:
-  """Class decorator: makes `build` know the module under `name`."""
-
-  def wrap(cls: type) -> type:
-    if name in MODELS and MODELS[name] is not cls:
-      raise ValueError(f"model name '{name}' is already registered")
-    MODELS[name] = cls
-    return cls
-
-  return wrap
-
-
-register('resunet')(ResUNet)
-
-
-def fields(cls: type) -> tuple:
-  """The configurable fields of a registered module class."""
-  return tuple(f.name for f in dataclasses.fields(cls)
-               if f.init and f.name not in _RESERVED)
-
-
-def _plain(value: Any, key: str) -> Any:
-  """Config values -> module field values (lists to tuples, dtype names)."""
-  if hasattr(value, 'to_dict'):
-    value = value.to_dict()
-  if isinstance(value, list):
-    return tuple(_plain(v, key) for v in value)
-  if isinstance(value, tuple):
-    return tuple(_plain(v, key) for v in value)
-  if key.endswith('dtype') and isinstance(value, str):
-    try:
-      return jnp.dtype(value)
-    except TypeError as e:
-      raise InputError(f'config.model.{key}',
-                       f"'{value}' is not a dtype name") from e
-  return value
-
-
-def build(model_config: Mapping[str, Any]) -> nn.Module:
-  """Builds the module named by `model_config.name` from the other keys.
-
-  Args:
-    model_config: `ml_collections.ConfigDict` (or mapping) with `name` and
-      any fields of that module; fields left out keep the module defaults.
-
-  Returns:
-    The unbound Flax module.
-
-  Raises:
-    InputError: unknown model name, or a key that is not a field of it.
-  """
-  if hasattr(model_config, 'to_dict'):
-    model_config = model_config.to_dict()
-  model_config = dict(model_config)
-  name = model_config.pop('name', None)
-  if name not in MODELS:
-    raise InputError('config.model.name',
-                     f"unknown model {name!r}; known: "
-                     f"{', '.join(sorted(MODELS))}")
-  cls = MODELS[name]
-  known = fields(cls)
-  kwargs = {}
-  for key, value in model_config.items():
-    if key not in known:
-      raise InputError(f'config.model.{key}',
-                       f"unknown field for model '{name}'; known: "
-                       f"{', '.join(known)}")
-    kwargs[key] = _plain(value, key)
-  return cls(**kwargs)
-
+ResUNet = resunet.ResUNet
 
 __all__ = ['MODELS', 'ResUNet', 'build', 'fields', 'register']

@@ -41,53 +41,24 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.models import layers
+from jaxseg.models.registry import register
+from jaxseg.models.layers import NORMS, SpatialDropout  # noqa: F401 (re-export)
+
 # Keras defaults, kept for parity with the study's training.
 BN_MOMENTUM = 0.99
 BN_EPSILON = 1e-3
 LN_EPSILON = 1e-3
-NORMS = ('batch', 'instance', 'group', 'layer', 'none')
 
 _kernel_init = nn.initializers.glorot_uniform()  # Keras' default.
 
 
 def _norm(kind: str, train: bool, dtype: Any, name: Optional[str] = None,
           momentum: float = BN_MOMENTUM):
-  """Returns a channel normalisation layer: x (N, ..., C) -> same shape."""
-  if kind == 'batch':
-    return nn.BatchNorm(
-        use_running_average=not train, momentum=momentum,
-        epsilon=BN_EPSILON, dtype=dtype, name=name)
-  if kind == 'instance':
-    return nn.InstanceNorm(epsilon=BN_EPSILON, dtype=dtype, name=name)
-  if kind == 'group':
-    return nn.GroupNorm(num_groups=None, group_size=8, epsilon=BN_EPSILON,
-                        dtype=dtype, name=name)
-  if kind == 'layer':
-    return nn.LayerNorm(epsilon=LN_EPSILON, dtype=dtype, name=name)
-  if kind == 'none':
-    return lambda x: x
-  raise ValueError(f'unknown norm {kind!r}; known: {", ".join(NORMS)}')
-
-
-class SpatialDropout(nn.Module):
-  """Dropout of whole channels (Keras SpatialDropout2D/3D).
-
-  One keep/drop draw per (sample, channel), broadcast over the spatial axes;
-  kept channels are scaled by 1 / (1 - rate). Uses the 'dropout' RNG stream.
-
-  Attributes:
-    rate: probability of dropping a channel.
-    spatial: if False, plain element-wise dropout.
-  """
-  rate: float
-  spatial: bool = True
-
-  @nn.compact
-  def __call__(self, x, deterministic: bool):
-    """x: (N, *spatial, C) -> same shape."""
-    broadcast = tuple(range(1, x.ndim - 1)) if self.spatial else ()
-    return nn.Dropout(self.rate, broadcast_dims=broadcast)(
-        x, deterministic=deterministic)
+  """Keras-style channel normalisation: x (N, ..., C) -> same shape."""
+  return layers.norm(kind, train, name=name, momentum=momentum,
+                     epsilon=LN_EPSILON if kind == 'layer' else BN_EPSILON,
+                     dtype=dtype)
 
 
 class ResidualUnit(nn.Module):
@@ -142,6 +113,7 @@ class ResidualStage(nn.Module):
     return x
 
 
+@register('resunet')
 class ResUNet(nn.Module):
   """ResU-Net (seed 002, section 3.2): residual U-Net with spatial dropout.
 

@@ -1,0 +1,113 @@
+"""Building blocks shared by the model zoo.
+
+Conventions every model in `jaxseg.models` follows:
+
+  * Inputs are channels-last, (N, H, W, C) or (N, D, H, W, C); one module
+    definition serves both ranks wherever the architecture is the same
+    (kernels are `(k,) * (x.ndim - 2)`).
+  * `__call__(x, train)`: `train` is explicit; dropout draws from the
+    'dropout' RNG stream; batch statistics live in the 'batch_stats'
+    collection.
+  * Outputs are logits (no final sigmoid/softmax), float32.
+  * Deep supervision: with `deep_supervision=True` a model returns, when
+    `train=True`, a list of logits, one per head, every head already at the
+    input's spatial size, the main (full-depth) head LAST. With
+    `train=False` it returns one logits array. The loss weights the heads
+    (`config.loss.deep_supervision_weights`, same order).
+  * Normalisation ('batch', 'instance', 'group', 'layer', 'none') and dropout
+    (spatial: whole channels; element: single activations) are fields.
+"""
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+NORMS = ('batch', 'instance', 'group', 'layer', 'none')
+
+# PyTorch's defaults (momentum 0.1 there is 0.9 here); Keras' differ (see
+# resunet.py).
+TORCH_BN_MOMENTUM = 0.9
+TORCH_BN_EPSILON = 1e-5
+
+
+def check_norm(kind: str, field: str = 'norm') -> None:
+  if kind not in NORMS:
+    raise ValueError(f'{field}={kind!r}; known: {", ".join(NORMS)}')
+
+
+def norm(kind: str, train: bool, *, name: Optional[str] = None,
+         momentum: float = TORCH_BN_MOMENTUM, epsilon: float = TORCH_BN_EPSILON,
+         group_size: int = 8, dtype: Any = jnp.float32):
+  """A channel normalisation layer: x (N, ..., C) -> same shape.
+
+  'group' uses groups of `group_size` channels (fewer channels: one group);
+  'instance' normalises each channel of each sample over its spatial axes.
+  """
+  if kind == 'batch':
+    return nn.BatchNorm(use_running_average=not train, momentum=momentum,
+                        epsilon=epsilon, dtype=dtype, name=name)
+  if kind == 'instance':
+    return nn.InstanceNorm(epsilon=epsilon, dtype=dtype, name=name)
+  if kind == 'group':
+    def group(x):
+      size = min(group_size, x.shape[-1])
+      return nn.GroupNorm(num_groups=None, group_size=size, epsilon=epsilon,
+                          dtype=dtype, name=name)(x)
+    return group
+  if kind == 'layer':
+    return nn.LayerNorm(epsilon=epsilon, dtype=dtype, name=name)
+  if kind == 'none':
+    return lambda x: x
+  check_norm(kind)
+
+
+class SpatialDropout(nn.Module):
+  """Dropout of whole channels (Keras SpatialDropout2D/3D, torch Dropout2d/3d).
+
+  One keep/drop draw per (sample, channel), broadcast over the spatial axes;
+  kept channels are scaled by 1 / (1 - rate). Uses the 'dropout' RNG stream.
+
+  Attributes:
+    rate: probability of dropping a channel.
+    spatial: if False, plain element-wise dropout.
+  """
+  rate: float
+  spatial: bool = True
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    """x: (N, *spatial, C) -> same shape."""
+    broadcast = tuple(range(1, x.ndim - 1)) if self.spatial else ()
+    return nn.Dropout(self.rate, broadcast_dims=broadcast)(
+        x, deterministic=deterministic)
+
+
+def dropout(x, rate: float, spatial: bool, train: bool):
+  """Applies (spatial) dropout inside a compact module; identity if rate 0."""
+  if rate <= 0.0:
+    return x
+  return SpatialDropout(rate, spatial)(x, deterministic=not train)
+
+
+def resize_to(x, spatial_shape, method: str = 'linear'):
+  """Resizes x (N, *spatial, C) to (N, *spatial_shape, C)."""
+  shape = (x.shape[0], *spatial_shape, x.shape[-1])
+  if tuple(x.shape) == shape:
+    return x
+  return jax.image.resize(x, shape, method=method)
+
+
+def upsample(x, factor: int = 2, method: str = 'nearest'):
+  """x (N, *spatial, C) -> (N, *(factor * spatial), C) ('nearest' or 'linear')."""
+  return resize_to(x, tuple(factor * s for s in x.shape[1:-1]), method)
+
+
+def check_divisible(x, factor: int, what: str) -> None:
+  """Raises a ValueError naming the input size if it is not divisible."""
+  if x.ndim < 3:
+    raise ValueError(f'input must be (N, *spatial, C), got {x.shape}')
+  if any(s % factor for s in x.shape[1:-1]):
+    raise ValueError(f'spatial size {tuple(x.shape[1:-1])} must be divisible '
+                     f'by {factor} ({what})')
