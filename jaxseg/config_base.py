@@ -26,6 +26,12 @@ def get_config():
   # channels) or 'multiclass' (background, 1, 2, ET: 4-way softmax).
   config.data.label_mode = 'binary'
   config.data.image_size = 64          # slices are resized to this square
+  # 2: the model sees axial slices; 3: whole volumes, the axial axis resized
+  # to `depth` (records are (depth, size, size, C)), optionally trained on
+  # random patches of `patch_size` (d, h, w).
+  config.data.dims = 2
+  config.data.depth = 64
+  config.data.patch_size = ml_collections.config_dict.placeholder(tuple)
   config.data.normalization = 'case'   # 'case' z-score or 'dataset' (train-split stats)
   # Background (tumour-free) brain slices kept per tumour slice; slices with
   # less than `min_brain_fraction` brain are dropped.
@@ -59,6 +65,16 @@ def get_config():
   config.optimizer.name = 'adam'
   config.optimizer.learning_rate = 0.01
   config.optimizer.weight_decay = 0.0
+  config.optimizer.momentum = 0.9        # 'sgd' only
+  # Top-level parameter subtrees that are not trained, e.g. ('backbone',).
+  config.optimizer.frozen = ()
+
+  # Weights to start from (before any resume): a checkpoint in a known
+  # format, loaded into the parameter subtree `into`.
+  config.pretrained = ml_collections.ConfigDict()
+  config.pretrained.path = ml_collections.config_dict.placeholder(str)
+  config.pretrained.format = 'medicalnet'
+  config.pretrained.into = 'backbone'
 
   config.schedule = ml_collections.ConfigDict()
   config.schedule.monitor = 'val_loss'

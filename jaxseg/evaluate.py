@@ -69,13 +69,24 @@ def predict_slices(predict_fn, state, images: np.ndarray, batch_size: int,
 
 
 def predict_volume(predict_fn, state, image: np.ndarray, *, image_size: int,
-                   batch_size: int, mesh, mean=None, std=None) -> np.ndarray:
-  """Probabilities (H, W, D, K) on the grid of `image` (H, W, D, C)."""
-  stack = preprocess.case_to_slices(image, None, image_size=image_size,
-                                    label_mode='binary', et_label=None,
-                                    mean=mean, std=std)
-  probs = predict_slices(predict_fn, state, stack.images, batch_size, mesh)
-  return preprocess.slices_to_volume(probs, stack.box)
+                   batch_size: int, mesh, mean=None, std=None,
+                   depth: int | None = None) -> np.ndarray:
+  """Probabilities (H, W, D, K) on the grid of `image` (H, W, D, C).
+
+  2D models (depth None) predict slice by slice; 3D models predict the whole
+  (depth, size, size, C) volume at once.
+  """
+  if depth is None:
+    stack = preprocess.case_to_slices(image, None, image_size=image_size,
+                                      label_mode='binary', et_label=None,
+                                      mean=mean, std=std)
+    probs = predict_slices(predict_fn, state, stack.images, batch_size, mesh)
+    return preprocess.slices_to_volume(probs, stack.box)
+  stack = preprocess.case_to_volume(image, None, image_size=image_size,
+                                    depth=depth, label_mode='binary',
+                                    et_label=None, mean=mean, std=std)
+  probs = predict_slices(predict_fn, state, stack.images[None], batch_size, mesh)
+  return preprocess.volume_to_grid(probs[0], stack.box)
 
 
 def hard_label(probs: np.ndarray, label_mode: str, et_label) -> np.ndarray:
@@ -119,7 +130,8 @@ def evaluate_cases(config, state, cases, mesh, normalization,
     probs = predict_volume(predict_fn, state, volume.image,
                            image_size=config.data.image_size,
                            batch_size=config.train.eval_batch_size, mesh=mesh,
-                           mean=mean, std=std)
+                           mean=mean, std=std,
+                           depth=config.data.depth if config.data.dims == 3 else None)
     pred = hard_label(probs, config.data.label_mode, case.et_label)
     row = dict(case=case.case_id)
     row.update(score_case(pred, volume.label, case.et_label, config.data.label_mode))

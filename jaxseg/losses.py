@@ -315,12 +315,15 @@ def build(loss_config: Any) -> Callable[..., Array]:
 
   Example: ConfigDict(name='focal_dice', alpha=0.25, gamma=1.0,
   focal_weight=0.8, dice_weight=0.2). Keys left out keep the defaults.
+  With `deep_supervision_weights` (one weight per head, the model's order)
+  the loss takes the list of heads of a deep-supervision model.
 
   Args:
     loss_config: ml_collections.ConfigDict (or mapping) with key `name`.
 
   Returns:
-    loss_fn(logits, targets, mask=None) -> scalar.
+    loss_fn(logits, targets, mask=None) -> scalar (logits: one array, or the
+    list of heads when `deep_supervision_weights` is set).
 
   Raises:
     errors.InputError: unknown name, unknown key or unknown activation.
@@ -330,6 +333,7 @@ def build(loss_config: Any) -> Callable[..., Array]:
   else:
     params = dict(loss_config)
   name = params.pop('name', None)
+  weights = params.pop('deep_supervision_weights', None)
   if name not in LOSSES:
     raise errors.InputError(
         'config.loss.name',
@@ -352,6 +356,8 @@ def build(loss_config: Any) -> Callable[..., Array]:
               mask: Array | None = None) -> Array:
     return fn(logits, targets, mask=mask, **params)
 
+  if weights is not None:
+    return deep_supervision(loss_fn, weights)
   return loss_fn
 
 

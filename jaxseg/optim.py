@@ -9,6 +9,7 @@ ReduceLROnPlateau and EarlyStopping (mode 'min'), which the study used.
 import dataclasses
 
 import optax
+from optax import tree_utils as otu
 
 from jaxseg.errors import InputError
 
@@ -16,7 +17,32 @@ OPTIMIZERS = ('adam', 'adamw', 'sgd')
 
 
 def build(opt_config) -> optax.GradientTransformation:
-  """Optimiser from `config.optimizer` (name, learning_rate, weight_decay, ...)."""
+  """Optimiser from `config.optimizer` (name, learning_rate, weight_decay, ...).
+
+  `opt_config.frozen` names top-level parameter subtrees (module names, e.g.
+  ('backbone',)) that are not trained: `optax.multi_transform` gives them
+  zero updates and no optimiser state. Their batch statistics still follow
+  the data in training mode, as a PyTorch module with requires_grad=False does.
+  """
+  tx = _build_trainable(opt_config)
+  frozen = tuple(opt_config.get('frozen', ()) or ())
+  if not frozen:
+    return tx
+  frozen_set = set(frozen)
+
+  def labels(params):
+    missing = frozen_set - set(params)
+    if missing:
+      raise InputError('config.optimizer.frozen',
+                       f'no parameter subtree named {sorted(missing)[0]!r}; '
+                       f'the model has: {", ".join(sorted(params))}')
+    return {k: ('frozen' if k in frozen_set else 'trained') for k in params}
+
+  return optax.multi_transform(
+      {'trained': tx, 'frozen': optax.set_to_zero()}, labels)
+
+
+def _build_trainable(opt_config) -> optax.GradientTransformation:
   name = opt_config.name
   lr = opt_config.learning_rate
   wd = opt_config.get('weight_decay', 0.0)
@@ -39,14 +65,14 @@ def build(opt_config) -> optax.GradientTransformation:
 
 
 def get_learning_rate(opt_state) -> float:
-  return float(opt_state.hyperparams['learning_rate'])
+  """The learning rate held in an optimiser state from `build`."""
+  return float(otu.tree_get(opt_state, 'learning_rate'))
 
 
 def set_learning_rate(opt_state, value: float):
-  """A copy of an `inject_hyperparams` state with a new learning rate."""
-  hyperparams = dict(opt_state.hyperparams)
-  hyperparams['learning_rate'] = hyperparams['learning_rate'] * 0 + value
-  return opt_state._replace(hyperparams=hyperparams)
+  """A copy of an optimiser state from `build` with a new learning rate."""
+  old = otu.tree_get(opt_state, 'learning_rate')
+  return otu.tree_set(opt_state, learning_rate=old * 0 + value)
 
 
 @dataclasses.dataclass

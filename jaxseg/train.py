@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from absl import logging
+from clu import parameter_overview
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
@@ -43,6 +44,7 @@ from jaxseg.data import dataset
 from jaxseg.data import pipeline
 from jaxseg.data import preprocess
 from jaxseg.errors import InputError
+from jaxseg.models import pretrained
 
 
 class TrainState(train_state.TrainState):
@@ -56,12 +58,46 @@ def build_model(config: ml_collections.ConfigDict):
   return models.build(model_config)
 
 
-def create_train_state(model, tx, rng, image_shape) -> TrainState:
-  """Initialises parameters and batch statistics for inputs (1, *image_shape)."""
+def create_train_state(model, tx, rng, image_shape,
+                       pretrained_config=None) -> TrainState:
+  """Initialises parameters and batch statistics for inputs (1, *image_shape).
+
+  With `pretrained_config.path` set, its checkpoint replaces the subtree
+  `pretrained_config.into` before the optimiser state is made.
+  """
   variables = jax.jit(functools.partial(model.init, train=False))(
       {'params': rng}, jnp.zeros((1,) + tuple(image_shape), jnp.float32))
-  return TrainState.create(apply_fn=model.apply, params=variables['params'],
-                           tx=tx, batch_stats=variables.get('batch_stats', {}))
+  params = variables['params']
+  batch_stats = variables.get('batch_stats', {})
+  if pretrained_config is not None and pretrained_config.get('path'):
+    params, batch_stats = pretrained.load_into(params, batch_stats,
+                                               pretrained_config)
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                           batch_stats=batch_stats)
+
+
+def main_head(logits):
+  """The main logits of a model output: the last head under deep supervision."""
+  return logits[-1] if isinstance(logits, (list, tuple)) else logits
+
+
+def check_heads(model, image_shape, loss_config) -> int:
+  """The number of heads the model trains; InputError if the loss disagrees."""
+  x = jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32)
+  keys = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}
+  out = jax.eval_shape(
+      lambda x: model.init_with_output(keys, x, train=True)[0], x)
+  heads = len(out) if isinstance(out, (list, tuple)) else 1
+  weights = loss_config.get('deep_supervision_weights')
+  if heads > 1 and weights is None:
+    raise InputError('config.loss.deep_supervision_weights',
+                     f'the model trains {heads} heads (deep supervision): give '
+                     f'one loss weight per head, main head last')
+  if weights is not None and len(weights) != heads:
+    raise InputError('config.loss.deep_supervision_weights',
+                     f'{len(weights)} weights for a model with {heads} '
+                     'head(s)')
+  return heads
 
 
 def _mask(batch):
@@ -86,9 +122,11 @@ def train_step(state: TrainState, batch: dict, dropout_key, *, loss_fn,
 
   (loss, (logits, updates)), grads = jax.value_and_grad(
       compute_loss, has_aux=True)(state.params)
-  state = state.apply_gradients(grads=grads, batch_stats=updates['batch_stats'])
+  state = state.apply_gradients(grads=grads,
+                                batch_stats=updates.get('batch_stats', {}))
   step_metrics = metrics.SegMetrics.single_from_model_output(
-      loss=loss, logits=logits, targets=batch['target'], mask=_mask(batch),
+      loss=loss, logits=main_head(logits), targets=batch['target'],
+      mask=_mask(batch),
       activation=activation)
   return state, step_metrics
 
@@ -162,6 +200,14 @@ class Progress:
             f'{left / 60:.1f} min left')
 
 
+def train_input_shape(config, source) -> tuple:
+  """The shape of one training input: a record's, or (*patch_size, C) in 3D."""
+  shape = tuple(source[0]['image'].shape)
+  if config.data.dims == 3 and config.data.patch_size:
+    return tuple(config.data.patch_size) + shape[-1:]
+  return shape
+
+
 def epoch_length(config, num_records: int) -> int:
   """Steps per epoch: `train.steps_per_epoch`, the synthetic set's, or one pass."""
   if config.train.steps_per_epoch:
@@ -204,12 +250,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   rng = jax.random.key(config.seed)
   init_key, dropout_key = jax.random.split(rng)
-  image_shape = train_source[0]['image'].shape
-  state = create_train_state(model, tx, init_key, image_shape)
+  image_shape = train_input_shape(config, train_source)
+  check_heads(model, image_shape, config.loss)
+  state = create_train_state(model, tx, init_key, image_shape, config.pretrained)
   replicated = parallel.replicated(mesh)
   state = jax.device_put(state, replicated)
-  logging.info('model %s: %s trainable parameters', config.model.name,
-               f'{sum(x.size for x in jax.tree.leaves(state.params)):,}')
+  if jax.process_index() == 0:
+    logging.info('model %s:\n%s', config.model.name,
+                 parameter_overview.get_parameter_overview(state.params))
+  logging.info('model %s: %s trainable parameters, input %s', config.model.name,
+               f'{sum(x.size for x in jax.tree.leaves(state.params)):,}',
+               image_shape)
 
   latest, best = _checkpoint_managers(workdir)
   loop = LoopState()
@@ -230,7 +281,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   loader = pipeline.train_loader(
       train_source, global_batch_size=config.train.batch_size,
       seed=config.seed, augment=augment_lib.AugmentConfig(**config.augment),
-      worker_count=config.data.worker_count)
+      worker_count=config.data.worker_count, patch_size=config.data.patch_size)
   iterator = iter(loader)
   if loop.data_iterator:
     iterator.set_state(loop.data_iterator.encode())
@@ -333,7 +384,7 @@ def load_best_state(config: ml_collections.ConfigDict, workdir: str, mesh):
   tx = optim.build(config.optimizer)
   source = pipeline.SliceSource(os.path.join(workdir, 'data', 'train'))
   state = create_train_state(model, tx, jax.random.key(0),
-                             source[0]['image'].shape)
+                             train_input_shape(config, source))
   _, best = _checkpoint_managers(workdir)
   restored = restore_checkpoint(best, state)
   if restored is None:

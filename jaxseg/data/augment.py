@@ -7,6 +7,10 @@
   - additive Gaussian noise with probability `noise_prob` (0.25), drawn from
     N(noise_mean=0.05, noise_variance=0.1) per pixel and channel.
 
+Volumes (D, H, W, C) of 3D models get the same: a flip per spatial axis,
+cut-out boxes of at most `cutout_max_area` of the volume, and noise.
+`RandomPatch` cuts a random (d, h, w) patch out of a volume first.
+
 The study drew one augmentation per batch "for parallel efficiency"; here each
 sample draws its own from the per-record generator Grain hands to
 `random_map`, which is seeded from the loader seed and the record index, so a
@@ -32,7 +36,12 @@ class AugmentConfig:
 
 def cutout(image: np.ndarray, rng: np.random.Generator, max_patches: int,
            max_area: float) -> np.ndarray:
-  """Zeroes 1..max_patches random rectangles of (H, W, C), each <= max_area of H*W."""
+  """Zeroes 1..max_patches random rectangles of (H, W, C), each <= max_area of H*W.
+
+  For a volume (D, H, W, C) the patches are boxes, each <= max_area of D*H*W.
+  """
+  if image.ndim == 4:
+    return _cutout_boxes(image, rng, max_patches, max_area)
   h, w = image.shape[:2]
   image = image.copy()
   for _ in range(rng.integers(1, max_patches + 1)):
@@ -45,10 +54,25 @@ def cutout(image: np.ndarray, rng: np.random.Generator, max_patches: int,
   return image
 
 
+def _cutout_boxes(image: np.ndarray, rng: np.random.Generator,
+                  max_patches: int, max_area: float) -> np.ndarray:
+  spatial = np.asarray(image.shape[:-1])
+  image = image.copy()
+  for _ in range(rng.integers(1, max_patches + 1)):
+    fraction = rng.uniform(0.0, max_area)
+    log_aspect = rng.uniform(np.log(0.5), np.log(2.0), size=len(spatial))
+    aspect = np.exp(log_aspect - log_aspect.mean())      # product 1
+    sides = np.clip(np.round(spatial * fraction ** (1 / len(spatial)) * aspect),
+                    1, spatial).astype(int)
+    start = [rng.integers(0, n - k + 1) for n, k in zip(spatial, sides)]
+    image[tuple(slice(a, a + k) for a, k in zip(start, sides))] = 0.0
+  return image
+
+
 def augment_slice(image: np.ndarray, target: np.ndarray, cfg: AugmentConfig,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-  """Augments one slice: image (H, W, C) float32, target (H, W, K)."""
-  for axis in (0, 1):
+  """Augments one slice (H, W, C) + target (H, W, K), or a volume (D, H, W, .)."""
+  for axis in range(image.ndim - 1):
     if rng.random() < cfg.flip_prob:
       image, target = np.flip(image, axis), np.flip(target, axis)
   if rng.random() < cfg.cutout_prob:
@@ -69,3 +93,22 @@ class AugmentSlices(grain.transforms.RandomMap):
     image, target = augment_slice(element['image'], element['target'],
                                   self.cfg, rng)
     return dict(element, image=image, target=target)
+
+
+class RandomPatch(grain.transforms.RandomMap):
+  """Cuts the same random (d, h, w) patch out of a record's image and target."""
+
+  def __init__(self, patch_size: tuple[int, ...]):
+    self.patch_size = tuple(int(p) for p in patch_size)
+
+  def random_map(self, element, rng: np.random.Generator):
+    image, target = element['image'], element['target']
+    spatial = image.shape[:-1]
+    if len(self.patch_size) != len(spatial) or any(
+        p > n for p, n in zip(self.patch_size, spatial)):
+      raise ValueError(f'patch {self.patch_size} does not fit a record of '
+                       f'{tuple(spatial)}')
+    start = [rng.integers(0, n - p + 1) for n, p in zip(spatial, self.patch_size)]
+    window = tuple(slice(a, a + p) for a, p in zip(start, self.patch_size))
+    return dict(element, image=np.ascontiguousarray(image[window]),
+                target=np.ascontiguousarray(target[window]))

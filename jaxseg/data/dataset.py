@@ -78,6 +78,19 @@ def check_config(data_config) -> None:
     raise InputError('config.data.modalities', 'name at least one channel')
   if data_config.image_size < 1:
     raise InputError('config.data.image_size', 'must be positive')
+  if data_config.dims not in (2, 3):
+    raise InputError('config.data.dims', f'{data_config.dims!r} is not 2 '
+                     '(slices) or 3 (volumes)')
+  if data_config.dims == 3 and (data_config.depth or 0) < 1:
+    raise InputError('config.data.depth', 'must be positive for 3D volumes')
+  patch = data_config.patch_size
+  if patch is not None:
+    volume = (data_config.depth, data_config.image_size, data_config.image_size)
+    if data_config.dims != 3:
+      raise InputError('config.data.patch_size', 'patches need data.dims=3')
+    if len(patch) != 3 or any(p < 1 or p > n for p, n in zip(patch, volume)):
+      raise InputError('config.data.patch_size', f'{tuple(patch)} must be 3 '
+                       f'positive sizes within the volume {volume}')
 
 
 def discover(data_config) -> tuple[str, list[sources.Case]]:
@@ -103,6 +116,8 @@ def preparation_settings(data_config, seed: int) -> dict:
   settings = {k: data_config[k] for k in keys}
   settings['synthetic'] = None if data_config.root else data_config.synthetic.to_dict()
   settings['seed'] = seed
+  if data_config.dims == 3:
+    settings.update(dims=3, depth=data_config.depth)
   return json.loads(json.dumps(settings))   # tuples -> lists, as stored
 
 
@@ -143,7 +158,7 @@ def prepare(data_config, workdir: str, seed: int,
         image_size=data_config.image_size, label_mode=data_config.label_mode,
         background_ratio=data_config.background_ratio,
         min_brain_fraction=data_config.min_brain_fraction, seed=seed,
-        mean=mean, std=std,
+        mean=mean, std=std, dims=data_config.dims, depth=data_config.depth,
         progress=(lambda i, n, c, s=name: progress(s, i, n, c)) if progress else None)
   info = dict(root=os.path.abspath(root), split=split, settings=settings,
               normalization=dict(mode=data_config.normalization,

@@ -1,4 +1,4 @@
-"""Slice datasets: preprocess the cases of a split once, then Grain loaders over slices.
+"""Datasets: preprocess the cases of a split once, then Grain loaders over records.
 
 A prepared split is a folder with
   images.npy   (S, size, size, C) float32  every slice of every case
@@ -6,6 +6,9 @@ A prepared split is a folder with
   slices.json  case id and axial index of each slice, and the `records`:
                the slices used for training/validation (all tumour slices plus
                `background_ratio` tumour-free brain slices per tumour slice).
+For 3D models (`dims=3`) each case is one record instead: images.npy is
+(cases, depth, size, size, C), targets.npy (cases, depth, size, size, K), the
+axial index is -1, and the loader may cut random patches (`RandomPatch`).
 The arrays are memory-mapped, so Grain worker processes share them.
 """
 
@@ -58,20 +61,36 @@ class PreparedSplit:
 def prepare_split(cases: Sequence[sources.Case], *, modalities: Sequence[str],
                   image_size: int, label_mode: str, background_ratio: float,
                   min_brain_fraction: float, seed: int, mean=None, std=None,
+                  dims: int = 2, depth: int | None = None,
                   progress=None) -> PreparedSplit:
-  """Reads, checks and preprocesses `cases` (raises InputError on bad input)."""
+  """Reads, checks and preprocesses `cases` (raises InputError on bad input).
+
+  dims 2: every axial slice is stored, the records are selected slices;
+  dims 3: each case is one (depth, size, size, C) volume and one record.
+  """
   stacks, slices = [], []
   for i, case in enumerate(cases):
     volume = sources.load_case(case, modalities)
-    stack = preprocess.case_to_slices(
-        volume.image, volume.label, image_size=image_size,
-        label_mode=label_mode, et_label=case.et_label, mean=mean, std=std)
-    stacks.append(stack)
-    slices.extend((case.case_id, z) for z in range(len(stack.images)))
+    if dims == 3:
+      stack = preprocess.case_to_volume(
+          volume.image, volume.label, image_size=image_size, depth=depth,
+          label_mode=label_mode, et_label=case.et_label, mean=mean, std=std)
+      stacks.append(dataclasses.replace(stack, images=stack.images[None],
+                                        targets=stack.targets[None]))
+      slices.append((case.case_id, -1))
+    else:
+      stack = preprocess.case_to_slices(
+          volume.image, volume.label, image_size=image_size,
+          label_mode=label_mode, et_label=case.et_label, mean=mean, std=std)
+      stacks.append(stack)
+      slices.extend((case.case_id, z) for z in range(len(stack.images)))
     if progress:
       progress(i + 1, len(cases), case.case_id)
-  records = select_records(stacks, label_mode, background_ratio,
-                           min_brain_fraction, np.random.default_rng(seed))
+  if dims == 3:
+    records = np.arange(len(stacks), dtype=np.int64)
+  else:
+    records = select_records(stacks, label_mode, background_ratio,
+                             min_brain_fraction, np.random.default_rng(seed))
   return PreparedSplit(
       images=np.concatenate([s.images for s in stacks]),
       targets=np.concatenate([s.targets for s in stacks]).astype(np.uint8),
@@ -108,7 +127,8 @@ class SliceSource(grain.sources.RandomAccessDataSource):
   """Grain source over the records of a prepared split.
 
   Each record is {'image': (size, size, C) float32, 'target': (size, size, K)
-  float32, 'weight': float32 1.0}. Arrays are opened lazily per process.
+  float32, 'weight': float32 1.0}; for 3D splits image and target are
+  (depth, size, size, C|K). Arrays are opened lazily per process.
   """
 
   def __init__(self, split_dir: str):
@@ -146,8 +166,11 @@ class SliceSource(grain.sources.RandomAccessDataSource):
 
 def train_loader(source: SliceSource, *, global_batch_size: int, seed: int,
                  augment: augment_lib.AugmentConfig | None,
-                 worker_count: int = 0) -> grain.DataLoader:
+                 worker_count: int = 0,
+                 patch_size: Sequence[int] | None = None) -> grain.DataLoader:
   """An endless, shuffled (a new order each epoch), augmented batch loader.
+
+  With `patch_size` (3D records), each record is first cut to a random patch.
 
   Each JAX process reads its own 1/process_count share of every global batch
   (ShardByJaxProcess), so the loader works unchanged on several hosts.
@@ -157,7 +180,9 @@ def train_loader(source: SliceSource, *, global_batch_size: int, seed: int,
   sampler = grain.samplers.IndexSampler(
       num_records=len(source), shard_options=shard, shuffle=True,
       num_epochs=None, seed=seed)
-  operations = [augment_lib.AugmentSlices(augment)] if augment else []
+  operations = [augment_lib.RandomPatch(tuple(patch_size))] if patch_size else []
+  if augment:
+    operations.append(augment_lib.AugmentSlices(augment))
   operations.append(grain.transforms.Batch(local_batch, drop_remainder=True))
   return grain.DataLoader(data_source=source, sampler=sampler,
                           operations=operations, worker_count=worker_count)

@@ -15,6 +15,11 @@ background is cropped away, giving 64x64x4 slices. Here, per case:
 
 `CropBox.paste` undoes steps 1 and 3 for predictions, so that scores and
 written segmentations live on the original voxel grid.
+
+For 3D models (`data.dims = 3`) the slice stack of a case is also resized
+along the axial axis to `depth` slices (`case_to_volume`), so every case is
+one (depth, size, size, C) volume (seed 000: 96 x 144 x 144);
+`volume_to_grid` undoes it.
 """
 
 import dataclasses
@@ -224,3 +229,36 @@ def slices_to_volume(probs: np.ndarray, box: CropBox) -> np.ndarray:
   """Maps per-slice outputs (D, size, size, K) back to the grid (H, W, D, K)."""
   volume = np.moveaxis(probs, 0, 2)            # (size, size, D, K)
   return box.paste(resize_slices(volume, box.size, order=1))
+
+
+def resize_depth(stack: np.ndarray, depth: int, order: int) -> np.ndarray:
+  """Resizes axis 0 of (D, ...) to `depth` (order 1: linear, 0: nearest)."""
+  if stack.shape[0] == depth:
+    return stack
+  zoom = (depth / stack.shape[0],) + (1.0,) * (stack.ndim - 1)
+  return ndimage.zoom(stack, zoom, order=order, mode='nearest', grid_mode=True)
+
+
+def case_to_volume(image: np.ndarray, label: np.ndarray | None, *,
+                   image_size: int, depth: int, label_mode: str,
+                   et_label: int | None, mean: np.ndarray | None = None,
+                   std: np.ndarray | None = None) -> SliceStack:
+  """One case (H, W, D, C) as a (depth, size, size, C) volume (3D models).
+
+  The returned stack's `brain_fraction` is per original slice (length D),
+  `images`/`targets` have `depth` slices; `volume_to_grid` maps outputs back.
+  """
+  stack = case_to_slices(image, label, image_size=image_size,
+                         label_mode=label_mode, et_label=et_label, mean=mean,
+                         std=std)
+  targets = None
+  if stack.targets is not None:
+    targets = resize_depth(stack.targets, depth, order=0)
+  return dataclasses.replace(
+      stack, images=resize_depth(stack.images, depth, order=1).astype(np.float32),
+      targets=targets)
+
+
+def volume_to_grid(probs: np.ndarray, box: CropBox) -> np.ndarray:
+  """Maps a volume's outputs (depth, size, size, K) back to the grid (H, W, D, K)."""
+  return slices_to_volume(resize_depth(probs, box.shape[2], order=1), box)
