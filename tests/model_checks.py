@@ -1,45 +1,22 @@
 """Checks every model of the zoo must pass; the model test files call these.
 
 `variables` builds a model's variables without compiling its initialisers
-(only `eval_shape` of `init` runs; on a small CPU compiling a large model's
-random initialisers takes minutes, and their values do not matter here).
+(jaxseg.models.shapes: only `eval_shape` of `init` runs).
 """
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-
-def count(tree) -> int:
-  """Number of scalars in a pytree of arrays or shape structs."""
-  return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+from jaxseg.models import shapes
 
 
-def init_shapes(model, x):
-  """The variable shapes of `model.init` for input x, without computing them."""
-  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
-  return jax.eval_shape(lambda: model.init(rngs, x, train=False))
-
-
-def variables(model, x, seed: int = 0):
-  """Variables with `init`'s structure: He-scaled normal kernels, unit scales."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = getattr(path[-1], 'key', str(path[-1]))
-    if name == 'kernel' or (leaf.ndim >= 2 and name not in ('bias', 'scale')):
-      fan_in = math.prod(leaf.shape[:-1]) if leaf.ndim > 1 else leaf.shape[0]
-      return jnp.asarray(rng.normal(size=leaf.shape) / math.sqrt(max(fan_in, 1)),
-                         jnp.float32)
-    if name in ('scale', 'var'):
-      return jnp.ones(leaf.shape, jnp.float32)
-    return jnp.zeros(leaf.shape, jnp.float32)
-
-  return jax.tree_util.tree_map_with_path(fill, init_shapes(model, x))
+count = shapes.count
+init_shapes = shapes.variable_shapes
+variables = shapes.random_variables
 
 
 def main_head(out):

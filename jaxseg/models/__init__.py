@@ -10,12 +10,17 @@ passed to the module as a keyword (a field of the module dataclass):
 New families register themselves with `@register('name')`.
 """
 
+from jaxseg.models import encoder_decoder  # 'simple_/deep_/resnet_encoder_decoder' (seed 001)
+from jaxseg.models import med3d            # 'med3d_unet' (seed 004)
+from jaxseg.models import resunet          # 'resunet' (seed 002)
+from jaxseg.models import transunet        # 'transunet' (seed 003's next step)
+from jaxseg.models import unet             # 'unet' (seed 003), 'unet3d' (seed 000)
+from jaxseg.models import unet3d           # 'residual_unet3d', 'dilated_unet3d' (seed 000)
+from jaxseg.models import unetpp           # 'unetpp' (seed 003)
 from jaxseg.models.registry import MODELS, build, fields, register
 
-# Each model module registers its classes on import. One line per module:
-from jaxseg.models import resunet  # noqa: E402,F401  'resunet'
-# (end of model modules)
-
+# Importing a model module registers its classes; these are the families.
+FAMILIES = (encoder_decoder, med3d, resunet, transunet, unet, unet3d, unetpp)
 ResUNet = resunet.ResUNet
 
-__all__ = ['MODELS', 'ResUNet', 'build', 'fields', 'register']
+__all__ = ['FAMILIES', 'MODELS', 'ResUNet', 'build', 'fields', 'register']
