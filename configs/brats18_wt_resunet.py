@@ -7,8 +7,9 @@ mask: 6 train, 2 validate (no test split; the validation cases are scored
 per volume at the end). Everything else is seed 002's setup.
 """
 
-import importlib.util
 import os
+
+from jaxseg import config_base
 
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
                      'shared', 'data', 'brats18_wt')
@@ -16,11 +17,7 @@ _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
 
 def get_config():
   """Returns the seed-002 setup on the brats18_wt sample."""
-  spec = importlib.util.spec_from_file_location(
-      'brats19_resunet', os.path.join(os.path.dirname(__file__), 'brats19_resunet.py'))
-  seed_config = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(seed_config)
-  config = seed_config.get_config()
+  config = config_base.sibling_config(__file__, 'brats19_resunet')
   config.data.root = os.path.normpath(_ROOT)
   config.data.modalities = ('flair', 't1')
   config.data.label_mode = 'binary'

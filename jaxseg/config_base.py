@@ -8,6 +8,8 @@ registries, since their keys depend on the chosen model and loss.
 """
 
 import difflib
+import importlib.util
+import os
 
 import ml_collections
 
@@ -95,6 +97,25 @@ def get_config():
   # Stop (as if pre-empted) after this many steps; rerunning resumes. 0: never.
   config.train.halt_after_steps = 0
   return config
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """`get_config()` of the config file at `path` (configs are plain files)."""
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(f'jaxseg_config_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def sibling_config(this_file: str, name: str) -> ml_collections.ConfigDict:
+  """`get_config()` of the config file `name`.py beside `this_file`.
+
+  Lets one study config start from another:
+  `config = config_base.sibling_config(__file__, 'lgg_unet')`.
+  """
+  return load_config_file(
+      os.path.join(os.path.dirname(os.path.abspath(this_file)), f'{name}.py'))
 
 
 FREE_SECTIONS = ('model', 'loss')

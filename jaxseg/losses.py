@@ -373,13 +373,16 @@ def deep_supervision(loss_fn: Callable[..., Array],
     weights: one weight per head, in the model's head order.
 
   Returns:
-    fn(list_of_logits, targets, mask=None) -> scalar sum_i w_i loss_fn(head_i).
+    fn(list_of_logits, targets, mask=None) -> scalar sum_i w_i loss_fn(head_i);
+    given one array (the model's single eval-mode output), plain loss_fn.
   """
   weights = tuple(float(w) for w in weights)
 
   def supervised(logits: Sequence[Array] | Array, targets: Array,
                  mask: Array | None = None) -> Array:
-    heads = list(logits) if isinstance(logits, (list, tuple)) else [logits]
+    if not isinstance(logits, (list, tuple)):
+      return loss_fn(logits, targets, mask=mask)   # one output (eval mode)
+    heads = list(logits)
     if len(heads) != len(weights):
       raise ValueError(f'{len(heads)} heads but {len(weights)} '
                        'deep-supervision weights')

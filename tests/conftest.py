@@ -10,11 +10,8 @@ SHARED_DATA = REPO.parent / 'shared' / 'data'
 
 
 def load_config(name='brats19_resunet'):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(name, REPO / 'configs' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  from jaxseg import config_base
+  return config_base.load_config_file(str(REPO / 'configs' / f'{name}.py'))
 
 
 def tiny(config, root=None):

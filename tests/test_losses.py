@@ -408,5 +408,7 @@ def test_deep_supervision_weighted_sum():
   np.testing.assert_allclose(jax.jit(fn)([x, x2], y), want, rtol=1e-6)
   with pytest.raises(ValueError, match='heads'):
     fn([x], y)
+  # A single array is the model's eval-mode output: the plain loss.
+  np.testing.assert_allclose(fn(x, y), base(x, y), rtol=1e-6)
   with pytest.raises(ValueError, match='does not match'):
     fn([x, x[:, :3]], y)

@@ -1,0 +1,39 @@
+"""Seed 000, first network: Kayalibay et al.'s residual 3D U-Net with summed stage maps.
+
+    python -m jaxseg.main --config=configs/brats15_resunet3d_ds.py --workdir=runs/resunet3d
+
+Section 4: residual blocks, 3x3x3 kernels, down-sampling by 2 (strided
+convolution in Kayalibay et al.; the study swapped in max-pooling), the
+segmentation maps of several decoder stages up-sampled and summed.
+Section 6: one modality per model (FLAIR scored best), each case cropped to
+the central 144x144 in-plane and resized to 96 slices: input (96, 144, 144,
+1), batch 1, Adam lr 1e-4, Keras' binary focal cross-entropy (the best loss
+of figure 5: gamma 2, no alpha balancing), no augmentation.
+"""
+
+from jaxseg import config_base
+
+
+def get_config():
+  """Returns the seed-000 residual 3D U-Net setup."""
+  config = config_base.get_config()
+  config.data.modalities = ('flair',)
+  config.data.dims = 3
+  config.data.image_size = 144
+  config.data.depth = 96
+  config.data.split = (0.7, 0.2, 0.1)
+  config.model.name = 'residual_unet3d'
+  config.loss.name = 'focal'
+  config.loss.alpha = None
+  config.loss.gamma = 2.0
+  config.optimizer.name = 'adam'
+  config.optimizer.learning_rate = 1e-4
+  config.train.batch_size = 1
+  config.train.eval_batch_size = 1
+  config.train.num_epochs = 5
+  config.schedule.plateau_factor = 1.0
+  config.schedule.early_stopping_patience = config.train.num_epochs
+  config.augment.flip_prob = 0.0
+  config.augment.cutout_prob = 0.0
+  config.augment.noise_prob = 0.0
+  return config

@@ -1,0 +1,38 @@
+"""Seed 000, preliminary experiment: a plain 3D U-Net on 96^3 volumes of one modality.
+
+    python -m jaxseg.main --config=configs/brats15_unet3d.py --workdir=runs/unet3d
+
+Section 6: "a simple U-Net with the input layer, followed by convolution with
+elu activation, maxpooling, upsampling and concatenation layers (20 in
+total) and finally output layer with sigmoid", learning rate 1e-6, image size
+(96, 96, 96), binary cross-entropy, 100 epochs, batch 8, 20 % validation;
+whole tumour (all non-zero labels) as one channel, intensities scaled, no
+augmentation. The modality is not named for this experiment; T1c was the
+study's default, so T1ce here. Each case is cropped around the brain and
+resized to 96^3 (`data.dims=3`).
+"""
+
+from jaxseg import config_base
+
+
+def get_config():
+  """Returns the seed-000 preliminary 3D U-Net setup."""
+  config = config_base.get_config()
+  config.data.modalities = ('t1ce',)
+  config.data.dims = 3
+  config.data.image_size = 96
+  config.data.depth = 96
+  config.data.split = (0.7, 0.2, 0.1)
+  config.model.name = 'unet3d'
+  config.loss.name = 'bce'
+  config.optimizer.name = 'adam'
+  config.optimizer.learning_rate = 1e-6
+  config.train.batch_size = 8
+  config.train.eval_batch_size = 1
+  config.train.num_epochs = 100
+  config.schedule.plateau_factor = 1.0
+  config.schedule.early_stopping_patience = config.train.num_epochs
+  config.augment.flip_prob = 0.0
+  config.augment.cutout_prob = 0.0
+  config.augment.noise_prob = 0.0
+  return config

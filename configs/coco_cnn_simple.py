@@ -1,0 +1,35 @@
+"""Seed 001, model A: the simple CNN encoder-decoder (figure 2, 27,169 parameters).
+
+    python -m jaxseg.main --config=configs/coco_cnn_simple.py --workdir=runs/cnn_simple
+
+The study: 256x256 grey MRI slices (Kaggle "Brain Tumor Image Dataset -
+Semantic Segmentation", COCO annotations), random flips and rotations,
+Dice loss (better than BCE for this model), up to 50 epochs. Optimiser and
+batch size are not given: Adam 1e-3 and batch 16 here. One grey channel:
+FLAIR of the synthetic set (or of `data.root`). Rotations are not yet in
+jaxseg's augmentation set; flips are (p 0.5 per axis).
+"""
+
+from jaxseg import config_base
+
+
+def get_config():
+  """Returns the seed-001 simple encoder-decoder setup."""
+  config = config_base.get_config()
+  config.data.modalities = ('flair',)
+  config.data.image_size = 256
+  config.model.name = 'simple_encoder_decoder'
+  config.loss.name = 'dice'
+  config.loss.activation = 'sigmoid'
+  config.optimizer.name = 'adam'
+  config.optimizer.learning_rate = 1e-3
+  config.train.batch_size = 16
+  config.train.eval_batch_size = 16
+  config.train.num_epochs = 50
+  # The study trained a fixed number of epochs: no plateau, no early stop.
+  config.schedule.plateau_factor = 1.0
+  config.schedule.early_stopping_patience = config.train.num_epochs
+  config.augment.flip_prob = 0.5
+  config.augment.cutout_prob = 0.0
+  config.augment.noise_prob = 0.0
+  return config
