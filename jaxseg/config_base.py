@@ -99,13 +99,18 @@ def get_config():
   return config
 
 
-def load_config_file(path: str) -> ml_collections.ConfigDict:
-  """`get_config()` of the config file at `path` (configs are plain files)."""
+def load_module(path: str):
+  """Imports a Python file (a config or sweep file; they are not a package)."""
   name = os.path.splitext(os.path.basename(path))[0]
-  spec = importlib.util.spec_from_file_location(f'jaxseg_config_{name}', path)
+  spec = importlib.util.spec_from_file_location(f'jaxseg_file_{name}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """`get_config()` of the config file at `path`."""
+  return load_module(path).get_config()
 
 
 def sibling_config(this_file: str, name: str) -> ml_collections.ConfigDict:

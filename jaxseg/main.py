@@ -11,9 +11,7 @@ values, an unknown config key) ends the run with one line naming the file or
 key and the problem, exit status 2, and nothing new in the workdir.
 """
 
-import logging as std_logging
 import os
-import re
 import shutil
 import sys
 
@@ -23,6 +21,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from jaxseg import cli
 from jaxseg import config_base
 from jaxseg import evaluate
 from jaxseg import parallel
@@ -49,52 +48,10 @@ def run(config, workdir: str, mode: str) -> dict:
                                    eval_fn=train.make_eval_fn(config))
 
 
-def _flag_error(argv, error: Exception) -> str:
-  """One line for a flag-parsing error: the --config key at fault and why."""
-  text = str(error)
-  key = re.search(r"'(\w+)\\?'", text)
-  hint = re.search(r'Did you mean "(\w+)"', text)
-  for arg in argv[1:]:
-    name = arg.split('=')[0]
-    if key and name.startswith('--config.') and key.group(1) in name.split('.')[1:]:
-      return (f'{name}: unknown config key' +
-              (f"; did you mean '{hint.group(1)}'?" if hint else ''))
-  return text.replace('\\n', ' ').splitlines()[0]
-
-
-def parse_flags(argv):
-  """absl flag parsing; a bad config file or override ends with one line, exit 2."""
-  try:
-    argv = FLAGS(argv)
-  except Exception as e:  # pylint: disable=broad-except
-    print(f'jaxseg: error: {_flag_error(argv, e)}', file=sys.stderr)
-    sys.exit(2)
-  try:
-    if FLAGS.config is not None:
-      FLAGS.config.keys()   # the config file is loaded lazily: load it now
-  except Exception as e:  # pylint: disable=broad-except
-    reason = [l.strip() for l in str(e).splitlines() if l.strip()][-1]
-    print(f'jaxseg: error: --config={FLAGS["config"].config_filename}: cannot load '
-          f'the config file: {reason}', file=sys.stderr)
-    sys.exit(2)
-  return argv
-
-
-class _OwnInfoOnly(std_logging.Filter):
-  """Keeps INFO lines of jaxseg; libraries (orbax, jax, grain) log WARNING and up."""
-
-  def filter(self, record):
-    return (record.levelno >= std_logging.WARNING or
-            f'{os.sep}jaxseg{os.sep}' in record.pathname)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(_OwnInfoOnly())
-  # Compiled programs are cached on disk: a rerun or resume skips compilation.
-  cache = os.environ.get('JAXSEG_CACHE', os.path.expanduser('~/.cache/jaxseg'))
-  jax.config.update('jax_compilation_cache_dir', os.path.join(cache, 'xla'))
+  cli.setup()
   workdir = FLAGS.workdir
   existed = os.path.exists(workdir)
   logging.info('JAX devices: %s (process %d of %d)', jax.devices(),
@@ -110,4 +67,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,62 @@
+"""What every jaxseg command line shares: flag errors in one line, logging, the XLA cache."""
+
+import logging as std_logging
+import os
+import re
+import sys
+
+from absl import flags
+from absl import logging
+import jax
+
+FLAGS = flags.FLAGS
+
+
+def _flag_error(argv, error: Exception) -> str:
+  """One line for a flag-parsing error: the --config key at fault and why."""
+  text = str(error)
+  key = re.search(r"'(\w+)\\?'", text)
+  hint = re.search(r'Did you mean "(\w+)"', text)
+  for arg in argv[1:]:
+    name = arg.split('=')[0]
+    if key and name.startswith('--config.') and key.group(1) in name.split('.')[1:]:
+      return (f'{name}: unknown config key' +
+              (f"; did you mean '{hint.group(1)}'?" if hint else ''))
+  return text.replace('\\n', ' ').splitlines()[0]
+
+
+def parse_flags(argv):
+  """absl flag parsing; a bad config file or override ends with one line, exit 2."""
+  try:
+    argv = FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    print(f'jaxseg: error: {_flag_error(argv, e)}', file=sys.stderr)
+    sys.exit(2)
+  try:
+    if FLAGS.config is not None:
+      FLAGS.config.keys()   # the config file is loaded lazily: load it now
+  except Exception as e:  # pylint: disable=broad-except
+    reason = [l.strip() for l in str(e).splitlines() if l.strip()][-1]
+    print(f'jaxseg: error: --config={FLAGS["config"].config_filename}: cannot load '
+          f'the config file: {reason}', file=sys.stderr)
+    sys.exit(2)
+  return argv
+
+
+class _OwnInfoOnly(std_logging.Filter):
+  """Keeps INFO lines of jaxseg; libraries (orbax, jax, grain) log WARNING and up."""
+
+  def filter(self, record):
+    return (record.levelno >= std_logging.WARNING or
+            f'{os.sep}jaxseg{os.sep}' in record.pathname)
+
+
+def setup() -> None:
+  """jaxseg's INFO lines only, and compiled programs cached on disk.
+
+  The cache (`$JAXSEG_CACHE/xla`, default ~/.cache/jaxseg/xla) lets a rerun
+  or resume skip compilation.
+  """
+  logging.get_absl_handler().addFilter(_OwnInfoOnly())
+  cache = os.environ.get('JAXSEG_CACHE', os.path.expanduser('~/.cache/jaxseg'))
+  jax.config.update('jax_compilation_cache_dir', os.path.join(cache, 'xla'))
