@@ -40,7 +40,8 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Base config file.',
                                           lock_config=False)
 _SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file defining get_sweep().')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for the variants and the table.')
-_ONLY = flags.DEFINE_list('only', None, 'Run only these variants (table of all done).')
+_ONLY = flags.DEFINE_list('only', None, 'Check and run only these variants '
+                          '(the table lists all finished ones).')
 
 COLUMNS = ('variant', 'dice_mean', 'dice_median', 'best_epoch', 'epochs_run',
            'seconds_per_epoch', 'stopped_early')
@@ -137,14 +138,18 @@ def write_table(rows: list[dict], workdir: str, title: str) -> str:
 def run_sweep(config, variants, workdir: str, only=None, title: str = '') -> list[dict]:
   """Runs every variant (or those in `only`) and writes the table of all done."""
   os.makedirs(workdir, exist_ok=True)
+  # Every variant to run is checked before the first one trains.
   configs = {name: apply_overrides(config, overrides, f'variant {name}')
-             for name, overrides in variants}      # all checked before any run
+             for name, overrides in variants if not only or name in only}
   rows = []
   for i, (name, _) in enumerate(variants):
     variant_dir = os.path.join(workdir, name)
-    if only and name not in only:
-      if not os.path.exists(os.path.join(variant_dir, 'results.json')):
-        continue
+    done = os.path.join(variant_dir, 'results.json')
+    if name not in configs:
+      if os.path.exists(done):
+        with open(done) as f:
+          rows.append(table_row(name, json.load(f)))
+      continue
     t0 = time.time()
     logging.info('variant %d/%d: %s', i + 1, len(variants), name)
     results = run_variant(configs[name], variant_dir)
