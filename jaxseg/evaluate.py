@@ -8,11 +8,23 @@ convention and scores the regions against the label file on disk:
   binary label mode, or a binary-mask dataset:  WT
   regions / multiclass on BraTS labels:          WT, TC, ET
 
-Writes `<workdir>/eval/<split>_cases.csv` (one row per case) and
-`<workdir>/eval/<split>_summary.json` (mean, median, std of each column).
+Per region: dice, iou, precision, recall and the surface distances hd95 and
+assd in mm on the case's voxel spacing from its NIfTI header (`jaxseg.surface`
+states the definitions: hd95 is MONAI's per-direction 95th percentile; a
+region empty in both scores 0 mm, one empty on one side only the diagonal of
+the field of view).
+
+Writes under `<workdir>/eval/`:
+  <split>_cases.csv       one row per case
+  <split>_summary.json    mean, median, std of each column
+  <split>_dice_box.png    per-case Dice per region, median and mean marked
+  <split>_confusion.png   voxel confusion matrix over the split's cases, in
+                          the cases' label classes (binary mode: 0 / 1),
+                          row-normalised, counts annotated
 """
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -23,11 +35,18 @@ import numpy as np
 
 from jaxseg import metrics
 from jaxseg import parallel
+from jaxseg import plots
 from jaxseg.data import pipeline
 from jaxseg.data import preprocess
 from jaxseg.data import sources
+from jaxseg.errors import InputError
 
 SCORES = ('dice', 'iou', 'precision', 'recall')
+# Surface distances in mm (hausdorff and nsd are computed alongside).
+SURFACE_SCORES = ('hd95', 'assd')
+# Class names on the confusion-matrix axes.
+BRATS_CLASS_NAMES = {0: 'BG', 1: 'NCR', 2: 'ED', 3: 'ET', 4: 'ET'}
+BINARY_CLASS_NAMES = {0: 'BG', 1: 'tumour'}
 
 
 def slice_metrics(eval_fn, state, source: pipeline.SliceSource, batch_size: int,
@@ -105,21 +124,90 @@ def region_masks(label: np.ndarray, et_label, regions) -> dict:
           if name in regions}
 
 
-def score_case(pred_label, true_label, et_label, label_mode) -> dict:
-  """Per-region scores of one case: {'dice_WT': ..., 'iou_WT': ..., ...}."""
+def score_case(pred_label, true_label, et_label, label_mode,
+               spacing=None) -> dict:
+  """Per-region scores of one case: {'dice_WT': ..., 'hd95_WT': ..., ...}.
+
+  Columns: for each region (WT; or WT, TC, ET), SCORES then SURFACE_SCORES
+  (mm at `spacing`, mm per axis; None: 1 mm).
+  """
   regions = ('WT',) if label_mode == 'binary' else preprocess.REGION_NAMES
   pred = region_masks(pred_label, et_label, regions)
   true = region_masks(true_label, et_label, regions)
   row = {}
   for name in true:
-    scores = metrics.volume_scores(pred[name], true[name])
-    row.update({f'{s}_{name}': float(scores[s]) for s in SCORES})
+    scores = metrics.volume_scores(pred[name], true[name], with_surface=True,
+                                   spacing=spacing)
+    row.update({f'{s}_{name}': float(scores[s])
+                for s in SCORES + SURFACE_SCORES})
   return row
+
+
+def voxel_spacing(volume: sources.Volume, where: str) -> tuple[float, ...]:
+  """Voxel size in mm per axis (3,) from the NIfTI header of a loaded case."""
+  if volume.header is not None and hasattr(volume.header, 'get_zooms'):
+    zooms = tuple(float(z) for z in volume.header.get_zooms()[:3])
+  else:
+    zooms = tuple(float(z) for z in np.linalg.norm(volume.affine[:3, :3], axis=0))
+  if len(zooms) != 3 or not all(np.isfinite(z) and z > 0 for z in zooms):
+    raise InputError(where, f'voxel spacing {zooms} in the NIfTI header must '
+                     'be three positive numbers (mm)')
+  return zooms
+
+
+def confusion_classes(cases, label_mode: str) -> tuple[int, ...]:
+  """Label values of a split's confusion matrix.
+
+  (0, 1) in binary label mode or for binary-mask datasets, else the union of
+  the cases' label conventions ((0, 1, 2, 4) for BraTS 2018-21, (0, 1, 2, 3)
+  for BraTS 2023+).
+  """
+  if label_mode == 'binary' or all(c.et_label is None for c in cases):
+    return (0, 1)
+  return tuple(sorted(set().union(*(c.label_values for c in cases))))
+
+
+def class_names(labels) -> list[str]:
+  """Axis names of confusion classes, e.g. '4 ET' ((0, 1): background, tumour)."""
+  names = BINARY_CLASS_NAMES if tuple(labels) == (0, 1) else BRATS_CLASS_NAMES
+  return [f'{v} {names[v]}' if v in names else str(v) for v in labels]
+
+
+def confusion_truth(label: np.ndarray, labels) -> np.ndarray:
+  """The true label map in the confusion classes (binary: label > 0)."""
+  if tuple(labels) == (0, 1):
+    return (label > 0).astype(np.uint8)
+  return label
+
+
+@dataclasses.dataclass
+class SplitResult:
+  """Whole-volume results of one split.
+
+  Attributes:
+    rows: one dict per case: 'case' and the score_case columns.
+    labels: the confusion classes (label values), K of them.
+    confusion: int64 (K, K) voxel counts over all cases, rows true label,
+      columns predicted label.
+  """
+  rows: list[dict]
+  labels: tuple[int, ...]
+  confusion: np.ndarray
 
 
 def evaluate_cases(config, state, cases, mesh, normalization,
                    predict_fn) -> list[dict]:
   """Scores every case in `cases` on its original grid; one row per case."""
+  return evaluate_split(config, state, cases, mesh, normalization,
+                        predict_fn).rows
+
+
+def evaluate_split(config, state, cases, mesh, normalization,
+                   predict_fn) -> SplitResult:
+  """Per-case scores and the pooled confusion matrix of `cases`."""
+  label_mode = config.data.label_mode
+  labels = confusion_classes(cases, label_mode)
+  confusion = np.zeros((len(labels), len(labels)), np.int64)
   mean = normalization.get('mean')
   std = normalization.get('std')
   mean = None if mean is None else np.asarray(mean, np.float32)
@@ -132,14 +220,18 @@ def evaluate_cases(config, state, cases, mesh, normalization,
                            batch_size=config.train.eval_batch_size, mesh=mesh,
                            mean=mean, std=std,
                            depth=config.data.depth if config.data.dims == 3 else None)
-    pred = hard_label(probs, config.data.label_mode, case.et_label)
+    pred = hard_label(probs, label_mode, case.et_label)
+    spacing = voxel_spacing(volume, case.label or case.case_id)
     row = dict(case=case.case_id)
-    row.update(score_case(pred, volume.label, case.et_label, config.data.label_mode))
+    row.update(score_case(pred, volume.label, case.et_label, label_mode,
+                          spacing))
     rows.append(row)
+    confusion += metrics.confusion_matrix(
+        pred, confusion_truth(volume.label, labels), labels)
     logging.info('evaluated case %d/%d %s: %s', i + 1, len(cases), case.case_id,
                  ' '.join(f'{k}={v:.4f}' for k, v in row.items()
                           if k.startswith('dice')))
-  return rows
+  return SplitResult(rows=rows, labels=labels, confusion=confusion)
 
 
 def summarize_rows(rows: list[dict]) -> dict:
@@ -159,6 +251,23 @@ def write_table(rows: list[dict], summary: dict, path: str) -> None:
     json.dump(summary, f, indent=1)
 
 
+def write_split(eval_dir: str, split: str, result: SplitResult,
+                summary: dict) -> dict:
+  """Writes a split's CSV, summary JSON, Dice box plot and confusion PNG.
+
+  Returns:
+    The box plot's drawn {region: {'median', 'mean'}} (plots.plot_score_box).
+  """
+  write_table(result.rows, summary, os.path.join(eval_dir, f'{split}_cases.csv'))
+  marks = plots.plot_score_box(
+      result.rows, os.path.join(eval_dir, f'{split}_dice_box.png'), score='dice')
+  plots.plot_confusion(
+      result.confusion, class_names(result.labels),
+      os.path.join(eval_dir, f'{split}_confusion.png'),
+      title=f'{split}: voxels over {len(result.rows)} cases, row-normalised')
+  return marks
+
+
 def evaluate_workdir(config, workdir: str, state, mesh, eval_fn) -> dict:
   """Per-slice and per-volume results on the val and test splits of a workdir."""
   data_dir = os.path.join(workdir, 'data')
@@ -174,14 +283,15 @@ def evaluate_workdir(config, workdir: str, state, mesh, eval_fn) -> dict:
     source = pipeline.SliceSource(os.path.join(data_dir, split))
     per_slice = slice_metrics(eval_fn, state, source,
                               config.train.eval_batch_size, mesh)
-    rows = evaluate_cases(config, state, [cases[i] for i in ids], mesh,
-                          info['normalization'], predict_fn)
-    summary = summarize_rows(rows)
+    result = evaluate_split(config, state, [cases[i] for i in ids], mesh,
+                            info['normalization'], predict_fn)
+    summary = summarize_rows(result.rows)
     if jax.process_index() == 0:
-      write_table(rows, summary,
-                  os.path.join(workdir, 'eval', f'{split}_cases.csv'))
-    results[split] = dict(per_slice=per_slice, per_volume=summary,
-                          cases=len(rows))
+      write_split(os.path.join(workdir, 'eval'), split, result, summary)
+    results[split] = dict(
+        per_slice=per_slice, per_volume=summary, cases=len(result.rows),
+        confusion=dict(labels=[int(v) for v in result.labels],
+                       counts=result.confusion.tolist()))
     logging.info('%s: dice per slice %.4f, per volume (WT) mean %.4f median %.4f',
                  split, per_slice['dice'], summary['dice_WT']['mean'],
                  summary['dice_WT']['median'])

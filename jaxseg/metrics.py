@@ -24,6 +24,13 @@ Conventions:
   seed 002's Keras metric did), then averages the channels. `dice_per_slice`
   is instead the mean over samples of each sample's Dice (channel mean), with
   the empty conventions above (a tumour-free slice predicted empty scores 1).
+* Per-volume scores (`volume_scores`) are exact float64 NumPy on the host;
+  with `with_surface=True` they add hd95, hausdorff, assd (mm, from the voxel
+  spacing) and nsd from `jaxseg.surface`, which states their definitions and
+  empty conventions (both empty: 0 mm and NSD 1; one empty: the diagonal of
+  the field of view in mm and NSD 0; never nan or inf).
+* `confusion_matrix` of label maps: rows true label, columns predicted (as
+  sklearn), int64 voxel counts.
 * Counts are float32: exact up to 2^24 voxels per channel, and after that off
   by at most ~1e-7 relative, which is far below anything a score shows.
 
@@ -42,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import errors
+from jaxseg import surface
 
 Array = jax.Array
 
@@ -333,16 +341,24 @@ class SegMetrics(clu.metrics.Collection):
 # ------------------------------------------------------ per-volume (numpy)
 
 
-def volume_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+def volume_scores(pred: np.ndarray, target: np.ndarray, *,
+                  with_surface: bool = False, spacing=None,
+                  tolerance: float = surface.NSD_TOLERANCE_MM,
+                  hd95_mode: str = 'per_direction') -> dict[str, float]:
   """Scores of one hard segmentation of a case (exact, float64 numpy).
 
   Args:
     pred: bool (*spatial) prediction of one region / class.
     target: bool (*spatial) ground truth.
+    with_surface: also the surface scores hd95, hausdorff, assd (mm) and nsd
+      (`jaxseg.surface.surface_scores`, with its empty conventions).
+    spacing: voxel size in mm per axis (None: 1 mm), for the surface scores.
+    tolerance: NSD tolerance in mm.
+    hd95_mode: 'per_direction' (MONAI, default) or 'pooled' (medpy).
 
   Returns:
-    dict dice, iou, precision, recall, specificity, accuracy of Python
-    floats, with the module's empty conventions.
+    dict dice, iou, precision, recall, specificity, accuracy (and the
+    surface scores) of Python floats, with the module's empty conventions.
   """
   pred = np.asarray(pred).astype(bool)
   target = np.asarray(target).astype(bool)
@@ -352,11 +368,56 @@ def volume_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
   fp = np.count_nonzero(pred & ~target)
   fn = np.count_nonzero(~pred & target)
   tn = pred.size - tp - fp - fn
-  return {
+  scores = {
       name: float(SCORE_FNS[name](tp, fp, fn, tn))
       for name in ('dice', 'iou', 'precision', 'recall', 'specificity',
                    'accuracy')
   }
+  if with_surface:
+    scores.update(surface.surface_scores(pred, target, spacing,
+                                         tolerance=tolerance,
+                                         hd95_mode=hd95_mode))
+  return scores
+
+
+def confusion_matrix(pred_label, true_label,
+                     labels: Sequence[int]) -> np.ndarray:
+  """Voxel confusion matrix of two integer label maps.
+
+  As sklearn.metrics.confusion_matrix: rows are the true label, columns the
+  predicted one, in the order of `labels`; voxels whose true or predicted
+  value is not in `labels` are not counted.
+
+  Args:
+    pred_label: int (*spatial) predicted label map.
+    true_label: int (*spatial) ground-truth label map.
+    labels: the K distinct label values, e.g. (0, 1, 2, 4).
+
+  Returns:
+    int64 (K, K): [i, j] = #voxels with true labels[i] predicted labels[j].
+  """
+  pred_label = np.asarray(pred_label)
+  true_label = np.asarray(true_label)
+  if pred_label.shape != true_label.shape:
+    raise ValueError(f'pred {pred_label.shape} and true {true_label.shape} '
+                     'label maps differ')
+  labels = np.asarray(labels).reshape(-1)
+  k = labels.size
+  if k == 0 or np.unique(labels).size != k:
+    raise ValueError(f'labels must be distinct and non-empty, got {labels}')
+  order = np.argsort(labels, kind='stable')
+  ordered = labels[order]
+
+  def index(x):
+    """Row / column of each voxel and whether its value is a label."""
+    pos = np.clip(np.searchsorted(ordered, x), 0, k - 1)
+    return order[pos], ordered[pos] == x
+
+  rows, true_ok = index(true_label.reshape(-1))
+  cols, pred_ok = index(pred_label.reshape(-1))
+  ok = true_ok & pred_ok
+  counts = np.bincount(rows[ok] * k + cols[ok], minlength=k * k)
+  return counts.reshape(k, k).astype(np.int64)
 
 
 def summarize(

@@ -1,4 +1,4 @@
-"""PNG figures of a run: training curves from `metrics.jsonl`."""
+"""PNG figures of a run: training curves, per-case score boxes, confusion matrix."""
 
 import json
 import os
@@ -6,6 +6,7 @@ import os
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
 
 
 def epoch_records(metrics_path: str) -> list[dict]:
@@ -43,3 +44,130 @@ def plot_curves(metrics_path: str, out_path: str, best_epoch: int | None = None)
   fig.savefig(tmp, dpi=80)
   plt.close(fig)
   os.replace(tmp, out_path)
+
+
+# ------------------------------------------------------- evaluation figures
+
+FIGURE_DPI = 100
+# Seed 003's per-volume Dice figure: median green, mean red.
+MEDIAN_COLOR = 'green'
+MEAN_COLOR = 'red'
+
+
+def _save(fig, out_path: str, dpi: int = FIGURE_DPI) -> None:
+  """Writes `fig` as a PNG atomically (no half-written file) and closes it."""
+  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+  tmp = out_path + '.tmp.png'
+  fig.savefig(tmp, dpi=dpi)
+  plt.close(fig)
+  os.replace(tmp, out_path)
+
+
+def box_figsize(num_regions: int) -> tuple[float, float]:
+  """Inches of the box plot: 2 + 2 per region wide, 5 high."""
+  return (2.0 + 2.0 * num_regions, 5.0)
+
+
+def score_regions(rows: list[dict], score: str = 'dice') -> list[str]:
+  """The region names of the `{score}_{region}` columns of per-case rows."""
+  prefix = f'{score}_'
+  return [k[len(prefix):] for k in rows[0] if k.startswith(prefix)]
+
+
+def plot_score_box(rows: list[dict], out_path: str, score: str = 'dice',
+                   regions=None) -> dict[str, dict[str, float]]:
+  """Box plot of a per-case score per region, mean and median marked.
+
+  One box per region over the cases (whiskers at 1.5 IQR, every case drawn
+  as a dot), the median as a solid green line and the mean as a dashed red
+  line, as in seed 003's per-volume Dice figure.
+
+  Args:
+    rows: per-case dicts with `{score}_{region}` entries (the eval CSV rows).
+    out_path: the PNG to write (box_figsize(len(regions)) at FIGURE_DPI).
+    score: the column prefix, e.g. 'dice'.
+    regions: region names; None: every `{score}_*` column, in row order.
+
+  Returns:
+    {region: {'median', 'mean'}} as matplotlib computed and drew them.
+  """
+  if not rows:
+    raise ValueError('no cases to plot')
+  regions = list(regions or score_regions(rows, score))
+  if not regions:
+    raise ValueError(f'no {score}_<region> columns to plot')
+  data = [[float(r[f'{score}_{name}']) for r in rows] for name in regions]
+  fig, ax = plt.subplots(figsize=box_figsize(len(regions)))
+  drawn = ax.boxplot(
+      data, showmeans=True, meanline=True, widths=0.5,
+      medianprops=dict(color=MEDIAN_COLOR, lw=2),
+      meanprops=dict(color=MEAN_COLOR, ls='--', lw=2))
+  for i, values in enumerate(data, start=1):
+    ax.plot([i] * len(values), values, 'o', color='black', alpha=0.5, ms=4)
+  marks = {}
+  for i, name in enumerate(regions):
+    median = float(drawn['medians'][i].get_ydata()[0])
+    mean = float(drawn['means'][i].get_ydata()[0])
+    marks[name] = dict(median=median, mean=mean)
+    ax.annotate(f'median {median:.3f}\nmean {mean:.3f}', (i + 1.28, median),
+                fontsize=8, va='center')
+  ax.set_xticks(range(1, len(regions) + 1), regions)
+  ax.set_xlim(0.5, len(regions) + 0.9)
+  ax.set_ylabel(score)
+  if score in ('dice', 'iou', 'nsd'):
+    ax.set_ylim(-0.02, 1.02)
+  ax.set_title(f'per-case {score} ({len(rows)} cases)')
+  ax.legend(handles=[drawn['medians'][0], drawn['means'][0]],
+            labels=['median', 'mean'], loc='lower left', fontsize=8)
+  fig.tight_layout()
+  _save(fig, out_path)
+  return marks
+
+
+def confusion_figsize(num_classes: int) -> tuple[float, float]:
+  """Inches of the confusion-matrix figure: 3 + K wide, 2 + K high."""
+  return (3.0 + num_classes, 2.0 + num_classes)
+
+
+def row_normalize(counts) -> np.ndarray:
+  """Each row divided by its sum (float64); an all-zero row stays 0."""
+  counts = np.asarray(counts, np.float64)
+  totals = counts.sum(axis=1, keepdims=True)
+  return np.divide(counts, totals, out=np.zeros_like(counts),
+                   where=totals > 0)
+
+
+def plot_confusion(counts, names, out_path: str, title: str = '') -> np.ndarray:
+  """Confusion matrix PNG: colour = row-normalised, text = fraction and count.
+
+  Args:
+    counts: (K, K) voxel counts, rows true class, columns predicted class
+      (`metrics.confusion_matrix`).
+    names: K class names for the ticks.
+    out_path: the PNG to write (confusion_figsize(K) at FIGURE_DPI).
+    title: figure title.
+
+  Returns:
+    The (K, K) row-normalised matrix that was drawn.
+  """
+  counts = np.asarray(counts)
+  k = len(names)
+  if counts.shape != (k, k):
+    raise ValueError(f'counts {counts.shape} do not match {k} class names')
+  fractions = row_normalize(counts)
+  fig, ax = plt.subplots(figsize=confusion_figsize(k))
+  image = ax.imshow(fractions, cmap='Blues', vmin=0.0, vmax=1.0)
+  for i in range(k):
+    for j in range(k):
+      ax.text(j, i, f'{fractions[i, j]:.3f}\n{int(counts[i, j]):,}',
+              ha='center', va='center', fontsize=8,
+              color='white' if fractions[i, j] > 0.5 else 'black')
+  ax.set_xticks(range(k), names)
+  ax.set_yticks(range(k), names)
+  ax.set_xlabel('predicted')
+  ax.set_ylabel('true')
+  ax.set_title(title or 'voxels, row-normalised', fontsize=10)
+  fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+  fig.tight_layout()
+  _save(fig, out_path)
+  return fractions

@@ -65,3 +65,129 @@ def test_empty_enhancing_tumour_predicted_empty_scores_one():
   assert row['dice_ET'] == 1.0
   row = evaluate.score_case(np.array([0, 1, 2, 4]), true, 4, 'regions')
   assert row['dice_ET'] == 0.0
+
+
+# ------------------------------------------------ surface columns and output
+
+
+def test_score_case_columns_and_surface_distances_by_hand():
+  #                0  1  2  3  4  5  6  7
+  true = np.array([0, 1, 2, 4, 4, 2, 0, 0])
+  pred = np.array([0, 1, 2, 2, 4, 0, 0, 4])
+  row = evaluate.score_case(pred, true, et_label=4, label_mode='regions',
+                            spacing=(2.0,))
+  assert list(row) == [f'{s}_{r}' for r in ('WT', 'TC', 'ET')
+                       for s in ('dice', 'iou', 'precision', 'recall', 'hd95',
+                                 'assd')]
+  # ET, 2 mm voxels: true {3, 4}, pred {4, 7}; every voxel is surface.
+  # d(pred->true) = [0, 3 voxels] = [0, 6] mm, d(true->pred) = [2, 0] mm.
+  # hd95 = max(q95([0, 6]), q95([0, 2])) = max(5.7, 1.9) = 5.7 (linear
+  # interpolation at position 0.95); assd = (0 + 6 + 2 + 0) / 4 = 2.
+  assert row['hd95_ET'] == pytest.approx(5.7)
+  assert row['assd_ET'] == pytest.approx(2.0)
+  # WT: true {1..5}, pred {1..4, 7}: surfaces {1, 5} and {1, 4, 7};
+  # d(pred->true) = [0, 1, 2] voxels, d(true->pred) = [0, 1] -> hd95
+  # max(q95([0, 2, 4]) = 3.8, q95([0, 2]) = 1.9) mm; assd (0+2+4+0+2)/5 mm.
+  assert row['hd95_WT'] == pytest.approx(3.8)
+  assert row['assd_WT'] == pytest.approx(8 / 5)
+
+
+def test_empty_enhancing_tumour_distances():
+  true = np.array([0, 1, 2, 2])
+  both_empty = evaluate.score_case(true.copy(), true, 4, 'regions')
+  assert both_empty['hd95_ET'] == 0.0 and both_empty['assd_ET'] == 0.0
+  pred_only = evaluate.score_case(np.array([0, 1, 2, 4]), true, 4, 'regions',
+                                  spacing=(1.5,))
+  # One side empty: the field-of-view diagonal, 4 voxels * 1.5 mm.
+  assert pred_only['hd95_ET'] == pred_only['assd_ET'] == pytest.approx(6.0)
+
+
+def test_voxel_spacing_from_the_header():
+  import nibabel as nib
+  from jaxseg.data import sources
+  from jaxseg.errors import InputError
+  img = nib.Nifti1Image(np.zeros((2, 2, 2), np.uint8),
+                        np.diag([-1.0, 1.5, 2.5, 1.0]))
+  volume = sources.Volume(image=None, label=None, affine=img.affine,
+                          header=img.header, case_id='c')
+  assert evaluate.voxel_spacing(volume, 'c.nii.gz') == (1.0, 1.5, 2.5)
+  bad = img.header.copy()
+  bad.set_zooms((1.0, 0.0, 1.0))
+  volume.header = bad
+  with pytest.raises(InputError) as info:
+    evaluate.voxel_spacing(volume, 'c.nii.gz')
+  assert info.value.where == 'c.nii.gz' and 'positive' in info.value.problem
+
+
+def test_confusion_classes_and_names():
+  from jaxseg.data import sources
+
+  def case(values, et):
+    return sources.Case('c', {}, 'l', values, et)
+
+  brats, brats23 = case((0, 1, 2, 4), 4), case((0, 1, 2, 3), 3)
+  binary = case((0, 1), None)
+  assert evaluate.confusion_classes([brats], 'regions') == (0, 1, 2, 4)
+  assert evaluate.confusion_classes([brats23], 'multiclass') == (0, 1, 2, 3)
+  assert evaluate.confusion_classes([brats], 'binary') == (0, 1)
+  assert evaluate.confusion_classes([binary], 'regions') == (0, 1)
+  assert evaluate.confusion_classes([brats, brats23], 'regions') == (
+      0, 1, 2, 3, 4)
+  assert evaluate.class_names((0, 1, 2, 4)) == ['0 BG', '1 NCR', '2 ED', '4 ET']
+  assert evaluate.class_names((0, 1)) == ['0 BG', '1 tumour']
+  np.testing.assert_array_equal(
+      evaluate.confusion_truth(np.array([0, 1, 2, 4]), (0, 1)), [0, 1, 1, 1])
+
+
+def _png_size(path):
+  from PIL import Image
+  with Image.open(path) as im:
+    pixels = np.asarray(im.convert('L'), np.float64)
+    return im.size, pixels.std()
+
+
+def test_write_split_outputs(tmp_path):
+  import csv
+  import json
+  from jaxseg import plots
+  rng = np.random.default_rng(0)
+  rows = []
+  for i in range(7):
+    row = dict(case=f'case{i}')
+    for region in ('WT', 'TC', 'ET'):
+      row.update({f'dice_{region}': float(rng.uniform()),
+                  f'hd95_{region}': float(rng.uniform(0, 20)),
+                  f'assd_{region}': float(rng.uniform(0, 5))})
+    rows.append(row)
+  counts = np.array([[90, 5, 3, 2], [4, 10, 1, 0], [0, 0, 0, 0], [1, 2, 3, 4]])
+  result = evaluate.SplitResult(rows=rows, labels=(0, 1, 2, 4),
+                                confusion=counts)
+  summary = evaluate.summarize_rows(rows)
+  marks = evaluate.write_split(str(tmp_path), 'val', result, summary)
+
+  with open(tmp_path / 'val_cases.csv') as f:
+    table = list(csv.DictReader(f))
+  assert list(table[0]) == list(rows[0])
+  saved = json.loads((tmp_path / 'val_summary.json').read_text())
+  for region in ('WT', 'TC', 'ET'):
+    values = np.array([float(r[f'dice_{region}']) for r in table])
+    # The drawn median and mean (matplotlib's own) match the CSV's numbers.
+    assert marks[region]['median'] == pytest.approx(np.median(values), abs=1e-12)
+    assert marks[region]['mean'] == pytest.approx(np.mean(values), abs=1e-12)
+    assert saved[f'dice_{region}']['median'] == pytest.approx(np.median(values))
+    assert saved[f'hd95_{region}']['mean'] == pytest.approx(
+        np.mean([float(r[f'hd95_{region}']) for r in table]))
+
+  size, spread = _png_size(tmp_path / 'val_dice_box.png')
+  w, h = plots.box_figsize(3)
+  assert size == (w * plots.FIGURE_DPI, h * plots.FIGURE_DPI) and spread > 0
+  size, spread = _png_size(tmp_path / 'val_confusion.png')
+  w, h = plots.confusion_figsize(4)
+  assert size == (w * plots.FIGURE_DPI, h * plots.FIGURE_DPI) and spread > 0
+  assert not list(tmp_path.glob('*.tmp.png'))
+
+
+def test_row_normalize():
+  from jaxseg import plots
+  got = plots.row_normalize([[3, 1], [0, 0], [0, 5]])
+  np.testing.assert_array_equal(got, [[0.75, 0.25], [0, 0], [0, 1]])

@@ -314,3 +314,79 @@ def test_brats_regions():
   with pytest.raises(errors.InputError) as info:
     metrics.brats_regions(labels, 'brats2015')
   assert 'known: brats, brats23' in info.value.problem
+
+
+# ------------------------------------------------------ confusion matrix
+
+
+def test_confusion_matrix_hand_worked():
+  #       voxel:   0  1  2  3  4  5  6  7  8  9
+  true = np.array([0, 0, 1, 2, 4, 4, 2, 0, 9, 1])
+  pred = np.array([0, 1, 1, 2, 2, 4, 0, 4, 0, 3])
+  # Voxel 8 (true 9) and voxel 9 (predicted 3) are outside the labels.
+  # Rows true 0, 1, 2, 4; columns predicted 0, 1, 2, 4:
+  #   true 0: voxels 0 -> 0, 1 -> 1, 7 -> 4
+  #   true 1: voxel 2 -> 1
+  #   true 2: voxels 3 -> 2, 6 -> 0
+  #   true 4: voxels 4 -> 2, 5 -> 4
+  want = np.array([[1, 1, 0, 1],
+                   [0, 1, 0, 0],
+                   [1, 0, 1, 0],
+                   [0, 0, 1, 1]])
+  got = metrics.confusion_matrix(pred, true, (0, 1, 2, 4))
+  assert got.dtype == np.int64
+  np.testing.assert_array_equal(got, want)
+  # Rows and columns follow the order of `labels`.
+  order = [3, 0, 2, 1]  # labels (4, 0, 2, 1)
+  np.testing.assert_array_equal(
+      metrics.confusion_matrix(pred, true, (4, 0, 2, 1)),
+      want[np.ix_(order, order)])
+  with pytest.raises(ValueError, match='distinct'):
+    metrics.confusion_matrix(pred, true, (0, 1, 1))
+  with pytest.raises(ValueError, match='differ'):
+    metrics.confusion_matrix(pred, true[:-1], (0, 1))
+
+
+def test_confusion_matrix_random_3d_matches_brute_force():
+  rng = np.random.default_rng(4)
+  labels = (0, 1, 2, 3)  # BraTS 2023 convention
+  true = rng.choice(labels, size=(9, 8, 7))
+  pred = rng.choice(labels, size=(9, 8, 7))
+  got = metrics.confusion_matrix(pred.astype(np.uint8), true, labels)
+  for i, a in enumerate(labels):
+    for j, b in enumerate(labels):
+      assert got[i, j] == np.count_nonzero((true == a) & (pred == b))
+  assert got.sum() == true.size
+
+
+# ------------------------------------------------ surface scores per volume
+
+
+def test_volume_scores_with_surface():
+  # The shifted squares of test_surface: hd95 = hausdorff = 0.5 mm,
+  # assd 0.25 mm, nsd at 0.4 mm = 0.5; overlap tp 6, fp 3, fn 3.
+  target = np.zeros((5, 6), bool)
+  target[1:4, 1:4] = True
+  pred = np.roll(target, 1, axis=1)
+  plain = metrics.volume_scores(pred, target)
+  assert not set(plain) & {'hd95', 'hausdorff', 'assd', 'nsd'}
+  s = metrics.volume_scores(pred, target, with_surface=True,
+                            spacing=(2.0, 0.5), tolerance=0.4)
+  assert s == pytest.approx(dict(plain, hd95=0.5, hausdorff=0.5, assd=0.25,
+                                 nsd=0.5))
+  assert s['dice'] == pytest.approx(12 / 18)
+  assert all(isinstance(v, float) for v in s.values())
+
+
+def test_summarize_surface_columns():
+  # An ET missed entirely scores the field-of-view diagonal, so the mean is
+  # finite and dominated by it while the median is not.
+  per_case = [dict(case='a', dice_ET=1.0, hd95_ET=0.0, assd_ET=0.0),
+              dict(case='b', dice_ET=0.0, hd95_ET=373.13, assd_ET=373.13),
+              dict(case='c', dice_ET=0.8, hd95_ET=2.0, assd_ET=0.5)]
+  s = metrics.summarize(per_case)
+  assert list(s) == ['dice_ET', 'hd95_ET', 'assd_ET']
+  hd = np.array([0.0, 373.13, 2.0])
+  assert s['hd95_ET'] == pytest.approx(dict(mean=hd.mean(), median=2.0,
+                                            std=hd.std()))
+  assert s['assd_ET']['median'] == 0.5
