@@ -1,5 +1,6 @@
 """Tests of jaxseg.losses against hand-worked cases and numpy references."""
 
+import functools
 import math
 
 import jax
@@ -337,13 +338,26 @@ def test_shape_errors():
 
 
 def test_all_losses_jit():
+  # Every registered loss with its defaults, targets for its activation, and
+  # an all-ignoring mask (0, not nan); one compile for the lot.
   x, y = f32(*random_case(13))
   y_onehot = jax.nn.one_hot(jnp.argmax(y, -1), 3)
-  for name, fn in losses.LOSSES.items():
-    target = y_onehot if name in ('softmax_ce', 'dice_ce') else y
-    value = jax.jit(fn)(x, target)
-    assert value.shape == () and value.dtype == jnp.float32
-    assert np.isfinite(value) and value > 0
+  none = jnp.zeros(x.shape[:-1])
+
+  @jax.jit
+  def values(x):
+    out = {}
+    for name, fn in losses.LOSSES.items():
+      softmax = losses.activation_of({'name': name}) == 'softmax'
+      target = y_onehot if softmax else y
+      out[name] = fn(x, target), fn(x, target, mask=none)
+    return out
+
+  for name, (value, masked) in values(x).items():
+    assert value.shape == () and value.dtype == jnp.float32, name
+    assert np.isfinite(value) and np.isfinite(masked), name
+    if name != 'boundary':   # the boundary loss is signed
+      assert value > 0, name
 
 
 # ----------------------------------------------------------- the registry
@@ -390,8 +404,12 @@ def test_build_bad_activation():
 
 
 def test_registry_names():
-  assert set(losses.LOSSES) == {'focal_dice', 'focal', 'dice', 'bce',
-                                'softmax_ce', 'dice_ce'}
+  assert set(losses.LOSSES) == {
+      'bce', 'weighted_bce', 'balanced_bce', 'softmax_ce', 'focal',
+      'keras_focal', 'dice', 'iou', 'tversky', 'focal_tversky',
+      'log_cosh_dice', 'sensitivity_specificity', 'generalized_dice',
+      'shape_aware', 'boundary', 'hausdorff_dt', 'focal_dice', 'dice_focal',
+      'dice_ce', 'combo', 'exp_log'}
   assert losses.loss_params('focal_dice')['gamma'] == 1.0
 
 
@@ -412,3 +430,422 @@ def test_deep_supervision_weighted_sum():
   np.testing.assert_allclose(fn(x, y), base(x, y), rtol=1e-6)
   with pytest.raises(ValueError, match='does not match'):
     fn([x, x[:, :3]], y)
+
+
+# ===================================================== issue 4: more losses
+# Hand-worked cases on one 1-D "image" of four voxels, (N=1, 4, C=1):
+#   X  = logits (ln 3, -ln 3, 0, 0)  -> p = (0.75, 0.25, 0.5, 0.5)
+#   XA = logits (ln 3, ln 3, 0, -ln 3) -> p = (0.75, 0.75, 0.5, 0.25)
+#   Y = (1, 0, 1, 0), Y1 = (1, 0, 0, 0), YS = (1, 1, 0, 0)
+# All values come from one jitted function (one compile).
+
+LN3 = math.log(3.0)
+CE75 = -math.log(0.75)   # -ln 0.75 = 0.2876821: a voxel right with p 0.75
+CE25 = -math.log(0.25)   # -ln 0.25 = 1.3862944: a voxel wrong with p 0.75
+LN2 = math.log(2.0)      # a voxel at p 0.5
+
+
+def column(*values):
+  return np.asarray(values, np.float32).reshape(1, -1, 1)
+
+
+X = column(LN3, -LN3, 0.0, 0.0)
+XA = column(LN3, LN3, 0.0, -LN3)
+Y = column(1, 0, 1, 0)
+Y1 = column(1, 0, 0, 0)
+YS = column(1, 1, 0, 0)
+
+
+@pytest.fixture(scope='module')
+def hand():
+  @jax.jit
+  def values(x, xa, y, y1, ys):
+    return {
+        'weighted_bce': losses.weighted_binary_cross_entropy(
+            x, y, pos_weight=3.0),
+        'balanced_bce': losses.balanced_binary_cross_entropy(x, y1),
+        'balanced_bce_fixed': losses.balanced_binary_cross_entropy(
+            x, y, beta=0.9),
+        'keras_focal': losses.keras_focal_loss(x, y),
+        'keras_focal_balanced': losses.keras_focal_loss(
+            x, y1, apply_class_balancing=True),
+        'iou': losses.soft_iou_loss(x, y),
+        'iou_smooth0': losses.soft_iou_loss(x, y, smooth=0.0),
+        'tversky': losses.tversky_loss(xa, y, smooth=0.0),
+        'focal_tversky': losses.focal_tversky_loss(xa, y, smooth=0.0),
+        'log_cosh_dice': losses.log_cosh_dice_loss(x, y),
+        'sensitivity_specificity': losses.sensitivity_specificity_loss(xa, y),
+        'combo': losses.combo_loss(xa, y, beta=0.7),
+        'exp_log': losses.exp_log_loss(x, y),
+        'exp_log_frequency': losses.exp_log_loss(
+            x, y1, label_weights='frequency', dice_weight=0.0),
+        'shape_aware': losses.shape_aware_loss(x, ys),
+        'boundary': losses.boundary_loss(x, ys),
+        'hausdorff_dt': losses.hausdorff_dt_loss(x, ys),
+        'generalized_dice': losses.generalized_dice_loss(
+            jnp.concatenate([x, xa], -1), jnp.concatenate([y, y1], -1),
+            smooth=0.0),
+    }
+  return {k: float(v) for k, v in values(X, XA, Y, Y1, YS).items()}
+
+
+def test_weighted_bce_hand_worked(hand):
+  # -(3 y ln p + (1 - y) ln(1 - p)): positives (p .75, p .5) count 3 times.
+  want = (3 * CE75 + CE75 + 3 * LN2 + LN2) / 4
+  np.testing.assert_allclose(hand['weighted_bce'], want, rtol=1e-6)
+
+
+def test_balanced_bce_hand_worked(hand):
+  # Y1 has 1 positive of 4: beta = 3/4 on the positive term, 1/4 on the rest.
+  want = (0.75 * CE75 + 0.25 * CE75 + 0.25 * LN2 * 2) / 4
+  np.testing.assert_allclose(hand['balanced_bce'], want, rtol=1e-6)
+  want = (0.9 * CE75 + 0.1 * CE75 + 0.9 * LN2 + 0.1 * LN2) / 4
+  np.testing.assert_allclose(hand['balanced_bce_fixed'], want, rtol=1e-6)
+
+
+def test_keras_focal_hand_worked(hand):
+  # gamma 2: (1 - p_t)^2 CE; p_t = .75, .75, .5, .5.
+  want = (0.0625 * CE75 * 2 + 0.25 * LN2 * 2) / 4
+  np.testing.assert_allclose(hand['keras_focal'], want, rtol=1e-6)
+  # Y1 with class balancing (alpha .25 on y=1, .75 on y=0).
+  want = (0.25 * 0.0625 * CE75 + 0.75 * 0.0625 * CE75 +
+          0.75 * 0.25 * LN2 * 2) / 4
+  np.testing.assert_allclose(hand['keras_focal_balanced'], want, rtol=1e-6)
+
+
+def test_iou_hand_worked(hand):
+  # I = .75 + .5 = 1.25; U = sum p + sum y - I = 2 + 2 - 1.25 = 2.75.
+  np.testing.assert_allclose(hand['iou'], 1 - 2.25 / 3.75, rtol=1e-6)
+  np.testing.assert_allclose(hand['iou_smooth0'], 1 - 1.25 / 2.75, rtol=1e-6)
+
+
+def test_tversky_hand_worked(hand):
+  # XA, Y: TP = .75 + .5 = 1.25; FP = .75 + .25 = 1; FN = .25 + .5 = .75.
+  # alpha .3 on FP, beta .7 on FN: TI = 1.25 / (1.25 + .3 + .525).
+  ti = 1.25 / 2.075
+  np.testing.assert_allclose(hand['tversky'], 1 - ti, rtol=1e-6)
+  np.testing.assert_allclose(hand['focal_tversky'], (1 - ti)**0.75,
+                             rtol=1e-6)
+
+
+def test_log_cosh_dice_hand_worked(hand):
+  # Dice = 0.7 (test_dice_hand_worked) -> log(cosh(0.3)).
+  np.testing.assert_allclose(hand['log_cosh_dice'], math.log(math.cosh(0.3)),
+                             rtol=1e-6)
+
+
+def test_sensitivity_specificity_hand_worked(hand):
+  # XA, Y: squared errors on positives (.25^2, .5^2) mean .15625, on
+  # negatives (.75^2, .25^2) mean .3125; r = .05.
+  np.testing.assert_allclose(hand['sensitivity_specificity'],
+                             0.05 * 0.15625 + 0.95 * 0.3125, rtol=1e-6)
+
+
+def test_combo_hand_worked(hand):
+  # XA, Y, beta .7: wCE = (.7 CE75 + .3 CE25 + .7 ln2 + .3 CE75) / 4;
+  # Dice = (2 * 1.25 + 1) / (2.25 + 2 + 1) = 3.5 / 5.25; alpha .5.
+  wce = (0.7 * CE75 + 0.3 * CE25 + 0.7 * LN2 + 0.3 * CE75) / 4
+  want = 0.5 * wce + 0.5 * (1 - 3.5 / 5.25)
+  np.testing.assert_allclose(hand['combo'], want, rtol=1e-6)
+
+
+def test_exp_log_hand_worked(hand):
+  # Dice 0.7; CE per voxel (CE75, CE75, ln2, ln2); gammas .3, weights .8/.2.
+  ce = np.array([CE75, CE75, LN2, LN2])
+  want = 0.8 * (-math.log(0.7))**0.3 + 0.2 * np.mean(ce**0.3)
+  np.testing.assert_allclose(hand['exp_log'], want, rtol=1e-6)
+  # Y1 frequencies: 1 positive, 3 negatives of 4 -> w = sqrt(4/1), sqrt(4/3).
+  ce = np.array([CE75, CE75, LN2, LN2])
+  w = np.array([2.0] + [math.sqrt(4 / 3)] * 3)
+  np.testing.assert_allclose(hand['exp_log_frequency'],
+                             0.2 * np.mean(w * ce**0.3), rtol=1e-6)
+
+
+def test_shape_aware_hand_worked(hand):
+  # YS = (1, 1, 0, 0): distance to the other class (2, 1, 1, 2); weights
+  # 1 + E = (3, 2, 2, 3); CE of X = (CE75, CE25, ln2, ln2).
+  want = (3 * CE75 + 2 * CE25 + 2 * LN2 + 3 * LN2) / 4
+  np.testing.assert_allclose(hand['shape_aware'], want, rtol=1e-6)
+
+
+def test_boundary_hand_worked(hand):
+  # Signed map of YS: inside 1 - (2, 1) = (-1, 0), outside (1, 2).
+  # mean p * phi = (.75 * -1 + .25 * 0 + .5 * 1 + .5 * 2) / 4.
+  np.testing.assert_allclose(hand['boundary'], 0.75 / 4, rtol=1e-6)
+
+
+def test_hausdorff_dt_hand_worked(hand):
+  # Target map (2, 1, 1, 2); prediction p > .5 = (1, 0, 0, 0) -> map
+  # (1, 1, 2, 3). (p - y)^2 = (.0625, .5625, .25, .25);
+  # d_p^2 + d_y^2 = (5, 2, 5, 13).
+  want = (0.0625 * 5 + 0.5625 * 2 + 0.25 * 5 + 0.25 * 13) / 4
+  np.testing.assert_allclose(hand['hausdorff_dt'], want, rtol=1e-6)
+
+
+def test_generalized_dice_hand_worked(hand):
+  # Channel 0 (X, Y): I = 1.25, sum p + sum y = 4, w = 1 / 2^2.
+  # Channel 1 (XA, Y1): I = .75, sum p + sum y = 2.25 + 1, w = 1 / 1^2.
+  want = 1 - 2 * (1.25 / 4 + 0.75) / (4 / 4 + 3.25)
+  np.testing.assert_allclose(hand['generalized_dice'], want, rtol=1e-6)
+
+
+# ----------------------------------------------------- Keras focal relation
+
+
+def np_keras_focal(y, prob, gamma=2.0, balancing=False, alpha=0.25,
+                   smoothing=0.0):
+  """keras.losses.binary_focal_crossentropy as published, on probabilities."""
+  if smoothing:
+    y = y * (1.0 - smoothing) + 0.5 * smoothing
+  clipped = np.clip(prob, 1e-7, 1 - 1e-7)   # backend.epsilon()
+  bce = -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))
+  p_t = y * prob + (1 - y) * (1 - prob)
+  loss = (1 - p_t)**gamma * bce
+  if balancing:
+    loss = (y * alpha + (1 - y) * (1 - alpha)) * loss
+  return loss.mean()
+
+
+def test_keras_focal_matches_keras_formula_and_focal():
+  x, y = random_case(20, scale=3.0)   # |logit| < 16: Keras' clip is inert
+  xj, yj = f32(x, y)
+  keras = jax.jit(losses.keras_focal_loss,
+                  static_argnames=('apply_class_balancing',))
+  settings = [dict(), dict(gamma=1.0, apply_class_balancing=True, alpha=0.4),
+              dict(gamma=0.5, label_smoothing=0.2)]
+  for kw in settings:
+    want = np_keras_focal(y, np_sigmoid(x), kw.get('gamma', 2.0),
+                          kw.get('apply_class_balancing', False),
+                          kw.get('alpha', 0.25),
+                          kw.get('label_smoothing', 0.0))
+    np.testing.assert_allclose(keras(xj, yj, **kw), want, rtol=1e-5)
+  # The relation to 'focal' (Lin): no balancing is alpha=None, balancing is
+  # alpha=alpha; seed 000's config ('focal', alpha None, gamma 2) is Keras'
+  # default BinaryFocalCrossentropy().
+  np.testing.assert_allclose(keras(xj, yj), focal(xj, yj, alpha=None,
+                                                  gamma=2.0), rtol=1e-6)
+  np.testing.assert_allclose(
+      keras(xj, yj, gamma=1.0, apply_class_balancing=True, alpha=0.4),
+      focal(xj, yj, alpha=0.4, gamma=1.0), rtol=1e-6)
+
+
+# ---------------------------------------------------------- softmax forms
+
+
+def test_softmax_forms_match_binary_and_numpy():
+  # Two-class softmax with logits (0, x) is the sigmoid of x: the softmax
+  # focal (alpha 1 - a on class 0, a on class 1) equals the sigmoid one, and
+  # the combo cross entropy (alpha=1) equals the binary one.
+  x, y = random_case(21, shape=(2, 5, 4, 1))
+  x2 = np.concatenate([np.zeros_like(x), x], -1)
+  y2 = np.concatenate([1 - y, y], -1)
+  rng = np.random.default_rng(21)
+  x3 = rng.normal(size=(2, 5, 4, 3)) * 2
+  y3 = np.eye(3)[rng.integers(0, 3, size=(2, 5, 4))]
+  w = np.array([0.2, 1.0, 3.0])
+
+  @jax.jit
+  def values(x, y, x2, y2, x3, y3):
+    return dict(
+        focal_sm=losses.focal_loss(x2, y2, alpha=0.3, gamma=1.5,
+                                   activation='softmax'),
+        focal_sig=losses.focal_loss(x, y, alpha=0.3, gamma=1.5),
+        combo_sm=losses.combo_loss(x2, y2, activation='softmax', alpha=1.0,
+                                   beta=0.8),
+        combo_sig=losses.combo_loss(x, y, alpha=1.0, beta=0.8),
+        focal0=losses.focal_loss(x3, y3, alpha=None, gamma=0.0,
+                                 activation='softmax'),
+        ce_weighted=losses.softmax_cross_entropy(x3, y3, class_weights=w),
+        ce=losses.softmax_cross_entropy(x3, y3))
+
+  got = values(*f32(x, y, x2, y2, x3, y3))
+  np.testing.assert_allclose(got['focal_sm'], got['focal_sig'], rtol=1e-5)
+  np.testing.assert_allclose(got['combo_sm'], got['combo_sig'], rtol=1e-5)
+  np.testing.assert_allclose(got['focal0'], got['ce'], rtol=1e-6)
+  log_p = np.log(np_softmax(x3))
+  np.testing.assert_allclose(got['ce_weighted'],
+                             -(w * y3 * log_p).sum(-1).mean(), rtol=1e-5)
+
+
+# ------------------------------------------------------------ distance maps
+
+
+def test_distance_map_hand_worked_2d_3d():
+  r2, r3 = math.sqrt(2.0), math.sqrt(3.0)
+  bar = np.zeros((1, 3, 4, 3), bool)   # channel 0: a bar; 1 empty; 2 full
+  bar[0, 1, 1:3, 0] = True
+  bar[..., 2] = True
+  unsigned = np.array([[r2, 1, 1, r2], [1, 1, 1, 1], [r2, 1, 1, r2]])
+  signed = unsigned.copy()
+  signed[1, 1:3] = 0.0   # inner boundary voxels: 1 - 1
+  dot = np.zeros((1, 3, 3, 3, 1), bool)   # one voxel in the middle of 3^3
+  dot[0, 1, 1, 1, 0] = True
+  i, j, k = np.indices((3, 3, 3))
+  dot_map = np.sqrt((i - 1.0)**2 + (j - 1.0)**2 + (k - 1.0)**2)
+  dot_map[1, 1, 1] = 1.0   # the voxel itself: distance to the outside
+
+  both = jax.jit(lambda b: (losses.distance_map(b),
+                            losses.distance_map(b, signed=True)))
+  got_unsigned, got_signed = both(bar)
+  np.testing.assert_allclose(got_unsigned[0, ..., 0], unsigned, rtol=1e-6)
+  np.testing.assert_allclose(got_signed[0, ..., 0], signed, rtol=1e-6)
+  assert not np.any(got_unsigned[..., 1:]) and not np.any(got_signed[..., 1:])
+  np.testing.assert_allclose(losses.distance_map(dot)[0, ..., 0], dot_map,
+                             rtol=1e-6)
+  assert float(dot_map.max()) == pytest.approx(r3)
+  # Under vmap (the callback sees an extra leading axis).
+  stacked = np.stack([bar, ~bar])
+  mapped = jax.vmap(losses.distance_map)(stacked)
+  np.testing.assert_allclose(mapped[0], got_unsigned, rtol=1e-6)
+  np.testing.assert_allclose(mapped[1][..., 0], got_unsigned[..., 0],
+                             rtol=1e-6)   # the complement has the same map
+
+
+# ------------------------------------------------ gradients, masks, config
+
+# (name, config) of each new loss, sigmoid and softmax where it has both.
+NEW_LOSSES = [
+    ('weighted_bce', dict(pos_weight=2.5)),
+    ('balanced_bce', dict()),
+    ('keras_focal', dict(apply_class_balancing=True, label_smoothing=0.1)),
+    ('focal', dict(activation='softmax', gamma=0.5, alpha=0.3)),
+    ('iou', dict(squared=True)),
+    ('tversky', dict(activation='softmax', per_sample=True)),
+    ('focal_tversky', dict()),
+    ('log_cosh_dice', dict(activation='softmax')),
+    ('sensitivity_specificity', dict(activation='softmax', r=0.2)),
+    ('generalized_dice', dict(activation='softmax', weight_type='simple')),
+    ('shape_aware', dict(distance_weight=0.5)),
+    ('shape_aware', dict(activation='softmax')),
+    ('boundary', dict(region_weight=0.5)),
+    ('boundary', dict(activation='softmax', include_background=False)),
+    ('hausdorff_dt', dict()),
+    ('hausdorff_dt', dict(activation='softmax')),
+    ('combo', dict(activation='softmax', beta=0.3)),
+    ('exp_log', dict(label_weights='frequency')),
+    ('exp_log', dict(activation='softmax', label_weights=(0.5, 1.0, 2.0))),
+]
+
+
+def new_loss_fns():
+  fns = {}
+  for name, params in NEW_LOSSES:
+    config = dict(name=name, **params)
+    key = name + ''.join(f',{k}={v}' for k, v in params.items())
+    fns[key] = (losses.activation_of(config), losses.build(config))
+  return fns
+
+
+def softmax_case(seed, shape):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=shape) * 2.0
+  y = np.eye(shape[-1])[rng.integers(0, shape[-1], size=shape[:-1])]
+  return x, y
+
+
+def test_new_losses_gradients_finite_differences():
+  # Float64 central differences along random directions v must equal
+  # <grad, v>; all losses in one compiled value function and one compiled
+  # gradient function. Also: no gradient reaches ignored voxels.
+  fns = new_loss_fns()
+  shape = (2, 5, 4, 3)
+  with jax.enable_x64(True):
+    x, y_sig = random_case(30, shape=shape, scale=2.0)
+    _, y_soft = softmax_case(30, shape)
+    mask = np.random.default_rng(31).uniform(size=shape[:-1]) > 0.25
+
+    def loss(key, x):
+      activation, fn = fns[key]
+      return fn(x, y_soft if activation == 'softmax' else y_sig, mask=mask)
+
+    values = jax.jit(lambda x: {k: loss(k, x) for k in fns})
+    grads = jax.jit(lambda x: {
+        k: jax.grad(functools.partial(loss, k))(x) for k in fns})(x)
+    rng = np.random.default_rng(32)
+    eps = 1e-6
+    for _ in range(2):
+      v = rng.normal(size=shape)
+      plus, minus = values(x + eps * v), values(x - eps * v)
+      for key, grad in grads.items():
+        assert grad.dtype == jnp.float64, key
+        numeric = (float(plus[key]) - float(minus[key])) / (2 * eps)
+        np.testing.assert_allclose(np.vdot(grad, v), numeric, rtol=1e-5,
+                                   atol=1e-8, err_msg=key)
+    for key, grad in grads.items():
+      assert np.abs(grad).max() > 0, key
+      assert np.abs(grad * ~mask[..., None]).max() == 0.0, key
+
+
+def test_new_losses_mask_equals_dropping_voxels():
+  # Pooled losses: a mask equals leaving the ignored voxels out. Distance
+  # losses (maps from the whole target): logits at ignored voxels do not
+  # matter.
+  # (The other pooled losses share these masking paths.)
+  pooled = {n: ({'name': n}, 'sigmoid') for n in (
+      'iou', 'tversky', 'sensitivity_specificity')}
+  pooled['exp_log/frequency'] = (
+      {'name': 'exp_log', 'label_weights': 'frequency'}, 'sigmoid')
+  for n in ('combo', 'exp_log', 'sensitivity_specificity'):
+    pooled[f'{n}/softmax'] = ({'name': n, 'activation': 'softmax'}, 'softmax')
+  local = {f'{n}/{a}': ({'name': n, 'activation': a}, a)
+           for n, a in (('shape_aware', 'sigmoid'), ('shape_aware', 'softmax'),
+                        ('boundary', 'softmax'))}
+  shape = (2, 5, 4, 3)
+  x, y_sig = random_case(33, shape=shape)
+  _, y_soft = softmax_case(33, shape)
+  mask = np.random.default_rng(33).uniform(size=shape[:-1]) > 0.4
+  garbage = np.where(mask[..., None], x, 50.0)
+  targets = {'sigmoid': y_sig, 'softmax': y_soft}
+
+  @jax.jit
+  def values(x, garbage, kept_x, mask):   # the mask itself stays constant
+    out = {}
+    for key, (config, act) in pooled.items():
+      fn, t = losses.build(config), targets[act]
+      out[key] = fn(garbage, t, mask=mask), fn(kept_x, t[kept][None])
+    for key, (config, act) in local.items():
+      fn, t = losses.build(config), targets[act]
+      out[key] = fn(garbage, t, mask=mask), fn(x, t, mask=mask)
+    return out
+
+  kept = mask
+  got = values(*f32(x, garbage, x[mask][None]), mask)
+  for key, (masked, reference) in got.items():
+    np.testing.assert_allclose(masked, reference, rtol=1e-5, err_msg=key)
+
+
+ACTIVATIONS = losses.ACTIVATIONS
+
+
+def test_activation_of_every_loss():
+  for name in losses.LOSSES:
+    takes = 'activation' in losses.loss_params(name)
+    fixed = name in losses.SIGMOID_LOSSES + losses.SOFTMAX_LOSSES
+    assert takes != fixed, name   # exactly one way to know the activation
+    if takes:
+      default = losses.loss_params(name)['activation']
+      assert losses.activation_of({'name': name}) == default
+      for act in ACTIVATIONS:
+        assert losses.activation_of({'name': name, 'activation': act}) == act
+  assert losses.activation_of({'name': 'dice_ce'}) == 'softmax'
+  assert losses.activation_of({'name': 'keras_focal'}) == 'sigmoid'
+  assert losses.activation_of(
+      ml_collections.ConfigDict({'name': 'focal',
+                                 'activation': 'softmax'})) == 'softmax'
+
+
+def test_build_bad_choices_and_sequences():
+  with pytest.raises(errors.InputError) as info:
+    losses.build({'name': 'generalized_dice', 'weight_type': 'cubic'})
+  assert info.value.where == 'config.loss.weight_type'
+  with pytest.raises(errors.InputError) as info:
+    losses.build({'name': 'hausdorff_dt', 'activation': 'relu'})
+  assert info.value.where == 'config.loss.activation'
+  with pytest.raises(ValueError, match='label_weights'):
+    losses.exp_log_loss(*f32(X, Y), label_weights='inverse')
+  # A list from a ConfigDict works (one weight per channel).
+  fn = losses.build(ml_collections.ConfigDict(
+      dict(name='weighted_bce', pos_weight=[1.0, 2.0, 3.0])))
+  x, y = f32(*random_case(34))
+  want = np_bce(x, y) * np.where(y == 1, [1.0, 2.0, 3.0], 1.0)
+  np.testing.assert_allclose(fn(x, y), want.mean(), rtol=1e-5)
