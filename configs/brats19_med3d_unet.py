@@ -32,8 +32,8 @@ def get_config():
   config.train.batch_size = 1
   config.train.eval_batch_size = 1
   config.train.num_epochs = 10
-  config.schedule.plateau_factor = 1.0
-  config.schedule.early_stopping_patience = config.train.num_epochs
+  config.schedule.name = 'constant'
+  config.schedule.early_stopping_patience = 0  # off
   config.augment.flip_prob = 0.5
   config.augment.cutout_prob = 0.0
   config.augment.noise_prob = 0.0

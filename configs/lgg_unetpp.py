@@ -23,5 +23,4 @@ def get_config():
   config.train.batch_size = 20
   config.train.eval_batch_size = 20
   config.train.num_epochs = 50
-  config.schedule.early_stopping_patience = config.train.num_epochs
   return config

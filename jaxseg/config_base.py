@@ -64,10 +64,22 @@ def get_config():
   config.loss.name = 'focal_dice'  # other keys: the parameters of the loss
 
   config.optimizer = ml_collections.ConfigDict()
+  # Update rules as PyTorch's (jaxseg/optim.py): 'adam' (torch.optim.Adam),
+  # 'adamw' (torch.optim.AdamW) or 'sgd' (torch.optim.SGD).
   config.optimizer.name = 'adam'
   config.optimizer.learning_rate = 0.01
   config.optimizer.weight_decay = 0.0
+  # 'l2': wd * p added to the gradient (torch SGD/Adam weight_decay);
+  # 'decoupled': p -= lr * wd * p beside the step (AdamW). None: 'decoupled'
+  # for 'adamw', 'l2' for the others, as PyTorch.
+  config.optimizer.weight_decay_mode = ml_collections.config_dict.placeholder(str)
   config.optimizer.momentum = 0.9        # 'sgd' only
+  config.optimizer.nesterov = False      # 'sgd' only
+  config.optimizer.b1 = 0.9              # 'adam', 'adamw'
+  config.optimizer.b2 = 0.999
+  config.optimizer.eps = 1e-8
+  # Clip the gradient to this global norm (torch clip_grad_norm_); None: off.
+  config.optimizer.clip_norm = ml_collections.config_dict.placeholder(float)
   # Top-level parameter subtrees that are not trained, e.g. ('backbone',).
   config.optimizer.frozen = ()
 
@@ -79,12 +91,31 @@ def get_config():
   config.pretrained.into = 'backbone'
 
   config.schedule = ml_collections.ConfigDict()
+  # The learning rate: 'constant', 'plateau' (Keras ReduceLROnPlateau on
+  # `monitor`), 'step' (torch StepLR, per epoch), 'cosine' (linear warm-up
+  # then cosine, per step) or 'poly' (nnU-Net, per epoch). See
+  # optim.learning_rate_schedule.
+  config.schedule.name = 'plateau'
+  # The logged metric that plateau and early stopping watch: train_<m> or
+  # val_<m> (loss, dice, iou, ...); mode None: 'max' for dice, iou,
+  # precision, recall, f1, accuracy, specificity, else 'min'.
   config.schedule.monitor = 'val_loss'
+  config.schedule.monitor_mode = ml_collections.config_dict.placeholder(str)
   config.schedule.plateau_factor = 0.5
   config.schedule.plateau_patience = 2
   config.schedule.plateau_min_delta = 1e-4
+  # Plateau's floor and the end of the cosine schedule.
   config.schedule.min_learning_rate = 0.0
+  config.schedule.step_size = 30         # 'step': epochs between reductions
+  config.schedule.step_gamma = 0.1       # 'step': the factor
+  config.schedule.warmup_epochs = 0.0    # 'cosine': linear warm-up (may be fractional)
+  config.schedule.warmup_start_factor = 0.0  # 'cosine': first rate / learning_rate
+  config.schedule.poly_power = 0.9       # 'poly'
+  config.schedule.poly_per_step = False  # 'poly': per step instead of per epoch
+  # Epochs without improvement of `monitor` before stopping; 0 (or None): off.
+  # Configs say 0, so that a flag can turn it back on.
   config.schedule.early_stopping_patience = 5
+  config.schedule.early_stopping_min_delta = 0.0
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 64           # global batch, split over devices

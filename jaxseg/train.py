@@ -4,7 +4,8 @@ One run, as seed 002 trains:
 
     for each epoch: steps_per_epoch steps over augmented training slices
                     -> validation loss and metrics
-                    -> reduce-on-plateau, best checkpoint, early stopping
+                    -> learning-rate schedule (reduce-on-plateau by default),
+                       best checkpoint, early stopping on config.schedule.monitor
     restore the best checkpoint -> whole-volume evaluation of val and test
 
 Checkpoints (Orbax) live in `<workdir>/checkpoints/` (the latest; with the
@@ -208,6 +209,15 @@ def train_input_shape(config, source) -> tuple:
   return shape
 
 
+def logged_metric_names(activation: str) -> list:
+  """The metrics logged per split (loss, dice, ...), for config.schedule.monitor."""
+  zeros = jnp.zeros((1, 2, 2, 2), jnp.float32)
+  shapes = jax.eval_shape(lambda: metrics.SegMetrics.single_from_model_output(
+      loss=zeros.sum(), logits=zeros, targets=zeros,
+      activation=activation).compute_arrays())
+  return sorted(shapes)
+
+
 def epoch_length(config, num_records: int) -> int:
   """Steps per epoch: `train.steps_per_epoch`, the synthetic set's, or one pass."""
   if config.train.steps_per_epoch:
@@ -226,8 +236,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   parallel.check_batch_size(config.train.eval_batch_size, mesh)
   model = build_model(config)
   loss_fn = losses.build(config.loss)
-  tx = optim.build(config.optimizer)
+  optim.check_config(config)
   activation = preprocess.activation(config.data.label_mode)
+  monitor_key, monitor_mode = optim.monitor(config.schedule,
+                                            logged_metric_names(activation))
   if losses.activation_of(config.loss) != activation:
     raise InputError('config.loss.name', f"'{config.loss.name}' applies a "
                      f'{losses.activation_of(config.loss)} to the logits, but '
@@ -252,6 +264,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   init_key, dropout_key = jax.random.split(rng)
   image_shape = train_input_shape(config, train_source)
   check_heads(model, image_shape, config.loss)
+  steps_per_epoch = epoch_length(config, len(train_source))
+  tx = optim.build_for_run(config, steps_per_epoch)
   state = create_train_state(model, tx, init_key, image_shape, config.pretrained)
   replicated = parallel.replicated(mesh)
   state = jax.device_put(state, replicated)
@@ -270,13 +284,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state, loop = restored
     state = jax.device_put(state, replicated)
     logging.info('resumed from step %d (epoch %d)', int(state.step), loop.epoch)
-  plateau = optim.Plateau(factor=config.schedule.plateau_factor,
-                          patience=config.schedule.plateau_patience,
-                          min_delta=config.schedule.plateau_min_delta,
-                          min_lr=config.schedule.min_learning_rate)
-  stopper = optim.EarlyStopping(patience=config.schedule.early_stopping_patience)
-  plateau = dataclasses.replace(plateau, **loop.plateau)
-  stopper = dataclasses.replace(stopper, **loop.early_stopping)
+  # Reduce-on-plateau ('plateau' only) and early stopping (None: off) watch
+  # `monitor_key`; their state comes back with the loop's.
+  plateau = optim.make_plateau(config.schedule, monitor_mode, loop.plateau)
+  stopper = optim.make_early_stopping(config.schedule, monitor_mode,
+                                      loop.early_stopping)
 
   loader = pipeline.train_loader(
       train_source, global_batch_size=config.train.batch_size,
@@ -290,7 +302,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                       activation=activation), donate_argnums=0)
   p_eval = jax.jit(functools.partial(eval_step, loss_fn=loss_fn,
                                      activation=activation))
-  steps_per_epoch = epoch_length(config, len(train_source))
   total_steps = steps_per_epoch * config.train.num_epochs
   writer = writers.MetricWriter(workdir)
   progress = Progress(total_steps, config.train.batch_size, int(state.step))
@@ -336,20 +347,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info('epoch %d: train loss %.4f dice %.4f | val loss %.4f dice %.4f | lr %.2e',
                  loop.epoch, scalars.get('train/loss', float('nan')),
                  scalars.get('train/dice', float('nan')), val['loss'], val['dice'], lr)
-    monitored = val['loss']
-    new_lr = plateau.update(monitored, lr)
-    if new_lr != lr:
-      logging.info('reducing learning rate to %.2e', new_lr)
-      state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, new_lr))
-    loop.stopped_early = stopper.update(monitored)
-    loop.plateau = {'best': plateau.best, 'wait': plateau.wait}
-    loop.early_stopping = {'best': stopper.best, 'wait': stopper.wait}
+    monitored = scalars.get(monitor_key, float('nan'))
+    if plateau is not None:
+      new_lr = plateau.update(monitored, lr)
+      if new_lr != lr:
+        logging.info('reducing learning rate to %.2e', new_lr)
+        state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, new_lr))
+      loop.plateau = plateau.state()
+    if stopper is not None:
+      loop.stopped_early = stopper.update(monitored)
+      loop.early_stopping = stopper.state()
     loop.data_iterator = iterator.get_state().decode()
     loop.train_seconds = time.time() - t_start
     # An improving epoch is written once, as the best; resuming takes the
     # newer of the latest and the best checkpoint.
-    if monitored < loop.best_val_loss:
-      loop.best_val_loss, loop.best_epoch = monitored, loop.epoch
+    if val['loss'] < loop.best_val_loss:
+      loop.best_val_loss, loop.best_epoch = val['loss'], loop.epoch
       save_checkpoint(best, state, loop)
     else:
       save_checkpoint(latest, state, loop)
