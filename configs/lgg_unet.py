@@ -8,9 +8,7 @@ on 3-channel 256x256 slices (pre-contrast, FLAIR, post-contrast: here T1,
 FLAIR, T1ce), Dice loss, Adam lr 1e-4, batch 16, 100 epochs, no learning-rate
 schedule, augmentation scale 0.05, angle 15 and horizontal flips (flips
 here; scaling and rotation are not yet in jaxseg's augmentation set).
-Table 7.7's SGD setup: --config.optimizer.name=sgd
---config.optimizer.learning_rate=1e-3 --config.optimizer.weight_decay=1e-4
---config.train.batch_size=20.
+Table 7.7's SGD setup is configs/lgg_unet_sgd.py.
 """
 
 from jaxseg import config_base

@@ -244,8 +244,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise InputError('config.loss.name', f"'{config.loss.name}' applies a "
                      f'{losses.activation_of(config.loss)} to the logits, but '
                      f"label_mode '{config.data.label_mode}' needs a {activation}"
-                     " loss (sigmoid: focal_dice, focal, bce, dice; softmax: "
-                     "dice_ce, softmax_ce, dice with activation='softmax')")
+                     f" loss: set config.loss.activation='{activation}' (most "
+                     'losses take it), or use one of '
+                     f'{", ".join(losses.SIGMOID_LOSSES if activation == "sigmoid" else losses.SOFTMAX_LOSSES)}')
 
   def report(split, i, n, case_id):
     logging.info('preprocessing %s: case %d/%d (%s)', split, i, n, case_id)
