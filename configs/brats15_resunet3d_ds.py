@@ -31,9 +31,6 @@ def get_config():
   config.train.batch_size = 1
   config.train.eval_batch_size = 1
   config.train.num_epochs = 5
-  config.schedule.name = 'constant'
-  config.schedule.early_stopping_patience = 0  # off
-  config.augment.flip_prob = 0.0
-  config.augment.cutout_prob = 0.0
-  config.augment.noise_prob = 0.0
+  # No learning-rate schedule, every epoch runs; flips only.
+  config_base.fixed_schedule(config, flip_prob=0.0)
   return config

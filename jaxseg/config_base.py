@@ -130,6 +130,19 @@ def get_config():
   return config
 
 
+def fixed_schedule(config: ml_collections.ConfigDict, flip_prob: float) -> None:
+  """A study that trained every epoch at one learning rate, with flips only.
+
+  Sets `schedule.name='constant'`, early stopping off, flips with
+  `flip_prob` per axis, no cut-out and no noise (seed 002's extras).
+  """
+  config.schedule.name = 'constant'
+  config.schedule.early_stopping_patience = 0  # off
+  config.augment.flip_prob = flip_prob
+  config.augment.cutout_prob = 0.0
+  config.augment.noise_prob = 0.0
+
+
 def load_module(path: str):
   """Imports a Python file (a config or sweep file; they are not a package)."""
   name = os.path.splitext(os.path.basename(path))[0]
