@@ -36,12 +36,19 @@ from jaxseg import cli
 from jaxseg import train
 from jaxseg.errors import InputError
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Base config file.',
-                                          lock_config=False)
-_SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file defining get_sweep().')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for the variants and the table.')
-_ONLY = flags.DEFINE_list('only', None, 'Check and run only these variants '
-                          '(the table lists all finished ones).')
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command line's flags (defined only when run as a program, since
+  jaxseg.main defines a --config of its own)."""
+  config_flags.DEFINE_config_file('config', None, 'Base config file.',
+                                  lock_config=False)
+  flags.DEFINE_string('sweep', None, 'Sweep file defining get_sweep().')
+  flags.DEFINE_string('workdir', None, 'Folder for the variants and the table.')
+  flags.DEFINE_list('only', None, 'Check and run only these variants '
+                    '(the table lists all finished ones).')
+  flags.mark_flags_as_required(['config', 'sweep', 'workdir'])
 
 COLUMNS = ('variant', 'dice_mean', 'dice_median', 'best_epoch', 'epochs_run',
            'seconds_per_epoch', 'stopped_early')
@@ -160,22 +167,22 @@ def run_sweep(config, variants, workdir: str, only=None, title: str = '') -> lis
 
 
 def main(argv):
-  del argv
-  if not _SWEEP.value or not _WORKDIR.value:
-    raise app.UsageError('--sweep and --workdir are required')
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.setup()
-  created = not os.path.exists(_WORKDIR.value)
+  workdir = FLAGS.workdir
+  created = not os.path.exists(workdir)
   try:
-    variants = load_sweep(_SWEEP.value)
-    run_sweep(_CONFIG.value, variants, _WORKDIR.value, _ONLY.value,
-              title=os.path.splitext(os.path.basename(_SWEEP.value))[0])
+    variants = load_sweep(FLAGS.sweep)
+    run_sweep(FLAGS.config, variants, workdir, FLAGS.only,
+              title=os.path.splitext(os.path.basename(FLAGS.sweep))[0])
   except InputError as e:
     if created:
-      shutil.rmtree(_WORKDIR.value, ignore_errors=True)
+      shutil.rmtree(workdir, ignore_errors=True)
     print(f'jaxseg: error: {e}', file=sys.stderr)
     sys.exit(2)
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config'])
+  define_flags()
   app.run(main, flags_parser=cli.parse_flags)
