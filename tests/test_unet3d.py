@@ -40,8 +40,8 @@ import numpy as np
 import pytest
 
 from jaxseg import models
-from jaxseg.models.unet3d import (DilatedUNet3D, ResidualUNet3D,
-                                  henry_groups, resize_aligned)
+from jaxseg.models.layers import resize_align_corners as resize_aligned
+from jaxseg.models.unet3d import DilatedUNet3D, ResidualUNet3D, henry_groups
 from model_checks import (count, dropout_outputs, gradient_steps_lower_loss,
                           init_shapes, main_head, variables)
 

@@ -28,7 +28,8 @@ import numpy as np
 import pytest
 
 from jaxseg import models
-from jaxseg.models.unetpp import UNetPlusPlus, resize_align_corners
+from jaxseg.models.layers import resize_align_corners
+from jaxseg.models.unetpp import UNetPlusPlus
 
 import model_checks as mc
 

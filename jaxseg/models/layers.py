@@ -23,13 +23,27 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NORMS = ('batch', 'instance', 'group', 'layer', 'none')
+ACTIVATIONS = {
+    'relu': nn.relu,
+    'elu': nn.elu,
+    'leaky_relu': nn.leaky_relu,  # slope 0.01, PyTorch's default
+    'silu': nn.silu,
+}
 
 # PyTorch's defaults (momentum 0.1 there is 0.9 here); Keras' differ (see
 # resunet.py).
 TORCH_BN_MOMENTUM = 0.9
 TORCH_BN_EPSILON = 1e-5
+
+
+def activation(name: str):
+  """The activation function called `name` (one of ACTIVATIONS)."""
+  if name not in ACTIVATIONS:
+    raise ValueError(f'activation={name!r}; known: {", ".join(ACTIVATIONS)}')
+  return ACTIVATIONS[name]
 
 
 def check_norm(kind: str, field: str = 'norm') -> None:
@@ -97,6 +111,32 @@ def resize_to(x, spatial_shape, method: str = 'linear'):
   if tuple(x.shape) == shape:
     return x
   return jax.image.resize(x, shape, method=method)
+
+
+def resize_align_corners(x, spatial_shape):
+  """Multi-linear resize with align_corners=True semantics (PyTorch).
+
+  x: (N, *spatial, C) -> (N, *spatial_shape, C). Output sample k of an axis
+  of n -> m samples reads input position k * (n - 1) / (m - 1), so the corner
+  samples coincide. Separable gathers and lerps (exact float32 everywhere,
+  no matmul precision caveats).
+  """
+  for axis, m in enumerate(spatial_shape, start=1):
+    n = x.shape[axis]
+    if n == m:
+      continue
+    src = (np.arange(m) * ((n - 1) / (m - 1)) if m > 1
+           else np.zeros((1,)))
+    i0 = np.minimum(np.floor(src).astype(np.int32), n - 1)
+    i1 = np.minimum(i0 + 1, n - 1)
+    w = (src - i0).astype(np.float32)
+    bshape = [1] * x.ndim
+    bshape[axis] = m
+    w = jnp.asarray(w.reshape(bshape), x.dtype)
+    x0 = jnp.take(x, i0, axis=axis)
+    x1 = jnp.take(x, i1, axis=axis)
+    x = x0 + (x1 - x0) * w
+  return x
 
 
 def upsample(x, factor: int = 2, method: str = 'nearest'):

@@ -57,7 +57,6 @@ import jax.numpy as jnp
 
 from jaxseg.models import layers
 from jaxseg.models.registry import register
-from jaxseg.models.unetpp import resize_align_corners
 
 UPSAMPLING = ('linear_align_corners', 'linear', 'nearest')
 LN_EPSILON = 1e-6  # the reference's LayerNorm(eps=1e-6).
@@ -240,7 +239,7 @@ class TransUNet(nn.Module):
   def _up(self, x):
     shape = tuple(2 * s for s in x.shape[1:-1])
     if self.upsampling == 'linear_align_corners':
-      return resize_align_corners(x, shape)
+      return layers.resize_align_corners(x, shape)
     return layers.resize_to(x, shape, self.upsampling)
 
   @nn.compact

@@ -38,20 +38,8 @@ import jax.numpy as jnp
 from jaxseg.models import layers
 from jaxseg.models.registry import register
 
-ACTIVATIONS = {
-    'relu': nn.relu,
-    'elu': nn.elu,
-    'leaky_relu': nn.leaky_relu,  # slope 0.01, PyTorch's default
-    'silu': nn.silu,
-}
 UPSAMPLING = ('transpose', 'nearest', 'linear')
 INITIALIZERS = ('torch', 'keras')
-
-
-def activation_fn(name: str):
-  if name not in ACTIVATIONS:
-    raise ValueError(f'activation={name!r}; known: {", ".join(ACTIVATIONS)}')
-  return ACTIVATIONS[name]
 
 
 def _uniform(bound: float):
@@ -131,7 +119,7 @@ class ConvBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    act = activation_fn(self.activation)
+    act = layers.activation(self.activation)
     for i in (1, 2):
       x = conv(x, self.features, self.kernel_size, use_bias=self.use_bias,
                initializer=self.initializer, dtype=self.dtype, name=f'conv{i}')
@@ -175,7 +163,7 @@ class UNet(nn.Module):
 
   def _check(self, x):
     layers.check_norm(self.norm)
-    activation_fn(self.activation)
+    layers.activation(self.activation)
     if self.upsampling not in UPSAMPLING:
       raise ValueError(f'upsampling={self.upsampling!r}; known: '
                        f'{", ".join(UPSAMPLING)}')
@@ -218,7 +206,7 @@ class UNet(nn.Module):
         if self.up_conv_kernel > 0:
           x = conv(x, width, self.up_conv_kernel, initializer=self.initializer,
                    dtype=self.dtype, name=f'up_{i}')
-          x = activation_fn(self.activation)(x)
+          x = layers.activation(self.activation)(x)
       x = jnp.concatenate([x, skips.pop()], axis=-1)
       x = block(i, f'decoder_{i}')(x, train)
       self.sow('intermediates', f'decoder_out_{i}', x)

@@ -57,9 +57,7 @@ logits out, deep-supervision heads (train mode) main head LAST.
 from typing import Any, Sequence, Union
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxseg.models import layers
 from jaxseg.models.registry import register
@@ -67,19 +65,6 @@ from jaxseg.models.registry import register
 # Keras' BatchNorm defaults: the seed replicated both models in Keras.
 KERAS_BN_MOMENTUM = 0.99
 KERAS_BN_EPSILON = 1e-3
-
-ACTIVATIONS = {
-    'relu': nn.relu,
-    'elu': nn.elu,
-    'leaky_relu': nn.leaky_relu,
-}
-
-
-def _activation(name: str):
-  if name not in ACTIVATIONS:
-    raise ValueError(f'activation={name!r}; known: {", ".join(ACTIVATIONS)}')
-  return ACTIVATIONS[name]
-
 
 def _tuple(value, n: int, field: str) -> tuple:
   """An int repeated n times, or a sequence of length n."""
@@ -112,7 +97,7 @@ class ResidualBlock(nn.Module):
   def __call__(self, x, train: bool):
     """x: (N, *spatial, C_in) -> (N, *spatial, features)."""
     nd = x.ndim - 2
-    act = _activation(self.activation)
+    act = layers.activation(self.activation)
     bias = self.norm == 'none'
     norm = lambda name: layers.norm(  # noqa: E731
         self.norm, train, name=name, momentum=self.bn_momentum,
@@ -186,7 +171,7 @@ class ResidualUNet3D(nn.Module):
       raise ValueError(f'blocks {self.blocks} and decoder_blocks '
                        f'{self.decoder_blocks} must be >= 1')
     layers.check_norm(self.norm)
-    _activation(self.activation)
+    layers.activation(self.activation)
     layers.check_divisible(x, 2 ** (levels - 1),
                            f'2**(len(features) - 1), features '
                            f'{tuple(self.features)}')
@@ -199,7 +184,7 @@ class ResidualUNet3D(nn.Module):
     nd = x.ndim - 2
     levels = len(self.features)
     blocks = _tuple(self.blocks, levels, 'blocks')
-    act = _activation(self.activation)
+    act = layers.activation(self.activation)
     bias = self.norm == 'none'
     norm = lambda name: layers.norm(  # noqa: E731
         self.norm, train, name=name, momentum=self.bn_momentum,
@@ -271,38 +256,6 @@ def henry_groups(channels: int, groups: int = 16) -> int:
       divisor //= 2
     g = channels // divisor
   return g
-
-
-def _aligned_weights(n_in: int, n_out: int) -> np.ndarray:
-  """(n_out, n_in) linear-interpolation weights, align_corners=True."""
-  w = np.zeros((n_out, n_in), np.float32)
-  if n_in == 1:
-    w[:, 0] = 1.0
-    return w
-  pos = np.arange(n_out) * ((n_in - 1) / max(n_out - 1, 1))
-  lo = np.clip(np.floor(pos).astype(int), 0, n_in - 2)
-  frac = pos - lo
-  w[np.arange(n_out), lo] = 1.0 - frac
-  w[np.arange(n_out), lo + 1] += frac
-  return w
-
-
-def resize_aligned(x, spatial_shape):
-  """Linear resize with align_corners=True (torch nn.Upsample's setting).
-
-  x: (N, *spatial, C) -> (N, *spatial_shape, C); output voxel i of an axis
-  samples input position i * (n_in - 1) / (n_out - 1). One small constant
-  matrix product per axis (as jax.image.resize does), no gathers.
-  """
-  for axis, n_out in enumerate(spatial_shape, start=1):
-    n_in = x.shape[axis]
-    if n_in == n_out:
-      continue
-    w = jnp.asarray(_aligned_weights(n_in, n_out), x.dtype)
-    y = jnp.tensordot(w, x, axes=[[1], [axis]],
-                      precision=jax.lax.Precision.HIGHEST)
-    x = jnp.moveaxis(y, 0, axis)
-  return x
 
 
 class ConvNormReLU(nn.Module):
@@ -392,7 +345,7 @@ class DilatedUNet3D(nn.Module):
 
   def _up(self, x, spatial_shape):
     if self.align_corners:
-      return resize_aligned(x, spatial_shape)
+      return layers.resize_align_corners(x, spatial_shape)
     return layers.resize_to(x, spatial_shape, 'linear')
 
   @nn.compact

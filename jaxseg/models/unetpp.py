@@ -38,39 +38,12 @@ from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
-import numpy as np
 
 from jaxseg.models import layers
 from jaxseg.models.registry import register
 
 UPSAMPLING = ('linear_align_corners', 'linear', 'nearest', 'transpose')
 MODES = ('accurate', 'fast')
-
-
-def resize_align_corners(x, spatial_shape):
-  """Multi-linear resize with align_corners=True semantics (PyTorch).
-
-  x: (N, *spatial, C) -> (N, *spatial_shape, C). Output sample k of an axis
-  of n -> m samples reads input position k * (n - 1) / (m - 1), so the corner
-  samples coincide. Separable gathers and lerps (exact float32 everywhere,
-  no matmul precision caveats).
-  """
-  for axis, m in enumerate(spatial_shape, start=1):
-    n = x.shape[axis]
-    if n == m:
-      continue
-    src = (np.arange(m) * ((n - 1) / (m - 1)) if m > 1
-           else np.zeros((1,)))
-    i0 = np.minimum(np.floor(src).astype(np.int32), n - 1)
-    i1 = np.minimum(i0 + 1, n - 1)
-    w = (src - i0).astype(np.float32)
-    bshape = [1] * x.ndim
-    bshape[axis] = m
-    w = jnp.asarray(w.reshape(bshape), x.dtype)
-    x0 = jnp.take(x, i0, axis=axis)
-    x1 = jnp.take(x, i1, axis=axis)
-    x = x0 + (x1 - x0) * w
-  return x
 
 
 class ConvBlock(nn.Module):
@@ -163,7 +136,8 @@ class UNetPlusPlus(nn.Module):
                               padding='SAME', dtype=self.dtype,
                               name=f'up{i}_{j}')(x)
     if self.upsampling == 'linear_align_corners':
-      return resize_align_corners(x, tuple(2 * s for s in x.shape[1:-1]))
+      return layers.resize_align_corners(
+          x, tuple(2 * s for s in x.shape[1:-1]))
     return layers.upsample(x, 2, self.upsampling)
 
   @nn.compact
