@@ -150,6 +150,21 @@ def discover_cases(root: str) -> list[Case]:
   return cases
 
 
+def discover_input(path: str) -> list[Case]:
+  """The cases of an inference input: one case folder, or what `discover_cases` finds.
+
+  Args:
+    path: a BraTS case folder (`<id>/<id>_flair.nii.gz`, ... or the 2023
+      names), a folder of case folders, or a datalist.
+  """
+  path = os.fspath(path)
+  if os.path.isdir(path) and not os.path.isfile(os.path.join(path, 'dataset.json')):
+    case = _folder_case(path)
+    if case is not None:
+      return [case]
+  return discover_cases(path)
+
+
 def _strip_nifti_ext(filename: str) -> str | None:
   """'a_t1.nii.gz' -> 'a_t1'; None if not a NIfTI file name."""
   lower = filename.lower()
@@ -380,6 +395,60 @@ def _check_finite(data: np.ndarray, path: str):
       raise InputError(path, f'contains {bad} NaN/Inf voxels')
 
 
+# Channels whose voxel-to-world matrices differ by more than this (mm) are
+# not co-registered.
+_AFFINE_ATOL = 1e-3
+
+
+def _check_same_grid(img, path: str, shape, affine, first: str,
+                     what: str = '') -> None:
+  """InputError if `img` is not on the grid (shape, affine) of `first`."""
+  s = _shape3d(img, path)
+  if s != shape:
+    other = 'the image shape ' if what else ''
+    raise InputError(path, f'{what}shape {s} differs from {other}{shape} of '
+                     f'{first}')
+  if not np.allclose(np.asarray(img.affine, np.float64), affine,
+                     atol=_AFFINE_ATOL):
+    raise InputError(path, f'{what}affine (voxel-to-world matrix) differs from '
+                     f'that of {first}: the volumes are not co-registered')
+
+
+def _open_checked(case: Case, paths: Sequence[str]):
+  """Opens the channel and label headers; checks one shape and affine for all.
+
+  Returns:
+    (channel images, label image or None, (H, W, D)); no voxels are read.
+  """
+  imgs = [_open(p) for p in paths]
+  shape = _shape3d(imgs[0], paths[0])
+  affine = np.asarray(imgs[0].affine, np.float64)
+  for img, p in zip(imgs[1:], paths[1:]):
+    _check_same_grid(img, p, shape, affine, paths[0])
+  label_img = None
+  if case.label is not None:
+    label_img = _open(case.label)
+    _check_same_grid(label_img, case.label, shape, affine, paths[0],
+                     what='label ')
+  return imgs, label_img, shape
+
+
+def check_case(case: Case, modalities: Sequence[str]) -> tuple[int, int, int]:
+  """Checks a case's files from their headers alone; returns (H, W, D).
+
+  The cheap half of `load_case` (every channel present, readable headers,
+  one shape and affine), to vet a whole set before any output is written.
+  """
+  mods = [canonical_modality(m) for m in modalities]
+  where = case.source or case.case_id
+  for m in mods:
+    if m not in case.images:
+      has = ', '.join(case.images) or 'none'
+      raise InputError(where, f"case {case.case_id} has no '{m}' channel "
+                       f'(has: {has})')
+  return _open_checked(case, [case.images[m] for m in mods])[2]
+
+
 def load_case(case: Case, modalities: Sequence[str]) -> Volume:
   """Reads and checks one case.
 
@@ -402,19 +471,7 @@ def load_case(case: Case, modalities: Sequence[str]) -> Volume:
       raise InputError(where, f"case {case.case_id} has no '{m}' channel "
                        f'(has: {has})')
   paths = [case.images[m] for m in mods]
-  imgs = [_open(p) for p in paths]
-  shape = _shape3d(imgs[0], paths[0])
-  for img, p in zip(imgs[1:], paths[1:]):
-    s = _shape3d(img, p)
-    if s != shape:
-      raise InputError(p, f'shape {s} differs from {shape} of {paths[0]}')
-  label_img = None
-  if case.label is not None:
-    label_img = _open(case.label)
-    s = _shape3d(label_img, case.label)
-    if s != shape:
-      raise InputError(case.label, f'label shape {s} differs from the image '
-                       f'shape {shape} of {paths[0]}')
+  imgs, label_img, shape = _open_checked(case, paths)
 
   image = np.empty(shape + (len(paths),), np.float32)
   for c, (img, p) in enumerate(zip(imgs, paths)):
