@@ -34,6 +34,9 @@ def get_config():
   config.data.dims = 2
   config.data.depth = 64
   config.data.patch_size = ml_collections.config_dict.placeholder(tuple)
+  # Share of training patches centred on a random tumour voxel (the rest are
+  # drawn uniformly); nnU-Net uses 1/3. Only with `patch_size`.
+  config.data.foreground_fraction = 0.33
   config.data.normalization = 'case'   # 'case' z-score or 'dataset' (train-split stats)
   # Background (tumour-free) brain slices kept per tumour slice; slices with
   # less than `min_brain_fraction` brain are dropped.
@@ -56,6 +59,22 @@ def get_config():
   config.augment.noise_prob = 0.25
   config.augment.noise_mean = 0.05
   config.augment.noise_variance = 0.1
+  # Spatial and intensity augmentation (off in seed 002; see
+  # jaxseg/data/augment.py). Rotation: uniform in +-rotate_degrees about the
+  # axial axis (2D) or about each axis (3D); scaling: one isotropic factor in
+  # [1 - scale_range, 1 + scale_range]. Labels follow by nearest neighbour.
+  config.augment.rotate_prob = 0.0
+  config.augment.rotate_degrees = 15.0
+  config.augment.scale_prob = 0.0
+  config.augment.scale_range = 0.05
+  # Per channel: x * U(1 - intensity_scale, 1 + intensity_scale)
+  # + U(-intensity_shift, intensity_shift).
+  config.augment.intensity_prob = 0.0
+  config.augment.intensity_scale = 0.1
+  config.augment.intensity_shift = 0.1
+  # Per channel: min-max to [0, 1], ** gamma, back; gamma uniform in the range.
+  config.augment.gamma_prob = 0.0
+  config.augment.gamma_range = (0.7, 1.5)
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'resunet'   # other keys: the fields of the model
@@ -127,6 +146,28 @@ def get_config():
   config.train.checkpoint_every_steps = 0  # 0: at the end of every epoch only
   # Stop (as if pre-empted) after this many steps; rerunning resumes. 0: never.
   config.train.halt_after_steps = 0
+  # 'float32', or 'bfloat16': the forward and backward pass in bf16 on
+  # float32 master weights (the loss and the optimiser stay float32).
+  config.train.precision = 'float32'
+
+  # Whole-volume inference (evaluation and --mode=predict), see
+  # jaxseg/inference.py.
+  config.inference = ml_collections.ConfigDict()
+  # 3D models with data.patch_size: sliding windows of that size overlapping
+  # by this fraction, weighted by a Gaussian (sigma = sigma_scale * window),
+  # `window_batch_size` windows per device call.
+  config.inference.overlap = 0.5
+  config.inference.gaussian_sigma_scale = 0.125
+  config.inference.window_batch_size = 2
+  # Test-time mirroring: the mean over flips of every subset of these model
+  # axes (2D: 0 = rows, 1 = columns; 3D: 0 = axial, 1, 2). (): off.
+  config.inference.mirror_axes = ()
+  # Threshold of the sigmoid label modes.
+  config.inference.threshold = 0.5
+  # Monte-Carlo dropout (seed 002 section 2.3): samples per case (0: off),
+  # drawn `mc_chunk` at a time in one compiled vmap (0: all at once).
+  config.inference.mc_samples = 0
+  config.inference.mc_chunk = 0
   return config
 
 

@@ -167,10 +167,14 @@ class SliceSource(grain.sources.RandomAccessDataSource):
 def train_loader(source: SliceSource, *, global_batch_size: int, seed: int,
                  augment: augment_lib.AugmentConfig | None,
                  worker_count: int = 0,
-                 patch_size: Sequence[int] | None = None) -> grain.DataLoader:
+                 patch_size: Sequence[int] | None = None,
+                 foreground_fraction: float = 0.0,
+                 label_mode: str = 'binary') -> grain.DataLoader:
   """An endless, shuffled (a new order each epoch), augmented batch loader.
 
-  With `patch_size` (3D records), each record is first cut to a random patch.
+  With `patch_size` (3D records), each record is first cut to a random
+  patch; `foreground_fraction` of the patches are centred on a tumour voxel
+  (a target channel > 0; in 'multiclass' mode the non-background classes).
 
   Each JAX process reads its own 1/process_count share of every global batch
   (ShardByJaxProcess), so the loader works unchanged on several hosts.
@@ -180,7 +184,12 @@ def train_loader(source: SliceSource, *, global_batch_size: int, seed: int,
   sampler = grain.samplers.IndexSampler(
       num_records=len(source), shard_options=shard, shuffle=True,
       num_epochs=None, seed=seed)
-  operations = [augment_lib.RandomPatch(tuple(patch_size))] if patch_size else []
+  operations = []
+  if patch_size:
+    operations.append(augment_lib.RandomPatch(
+        tuple(patch_size), foreground_fraction=foreground_fraction,
+        foreground_channels=(slice(1, None) if label_mode == 'multiclass'
+                             else None)))
   if augment:
     operations.append(augment_lib.AugmentSlices(augment))
   operations.append(grain.transforms.Batch(local_batch, drop_remainder=True))
