@@ -7,7 +7,8 @@ Conventions every model in `jaxseg.models` follows:
     (kernels are `(k,) * (x.ndim - 2)`).
   * `__call__(x, train)`: `train` is explicit; dropout draws from the
     'dropout' RNG stream; batch statistics live in the 'batch_stats'
-    collection.
+    collection. With `train=False` and an 'mc_dropout' RNG, dropout samples
+    while batch norm uses its running statistics (Monte-Carlo dropout).
   * Outputs are logits (no final sigmoid/softmax), float32.
   * Deep supervision: with `deep_supervision=True` a model returns, when
     `train=True`, a list of logits, one per head, every head already at the
@@ -77,11 +78,19 @@ def norm(kind: str, train: bool, *, name: Optional[str] = None,
   check_norm(kind)
 
 
+# The RNG stream that turns dropout on in inference mode (Monte-Carlo
+# dropout): `apply(..., train=False, rngs={MC_DROPOUT: key})` keeps batch
+# norm on its running statistics and samples the dropout masks.
+MC_DROPOUT = 'mc_dropout'
+
+
 class SpatialDropout(nn.Module):
   """Dropout of whole channels (Keras SpatialDropout2D/3D, torch Dropout2d/3d).
 
   One keep/drop draw per (sample, channel), broadcast over the spatial axes;
-  kept channels are scaled by 1 / (1 - rate). Uses the 'dropout' RNG stream.
+  kept channels are scaled by 1 / (1 - rate). Uses the 'dropout' RNG stream
+  in training; in inference mode it is the identity unless an 'mc_dropout'
+  RNG is given (Monte-Carlo dropout, `jaxseg.uncertainty`).
 
   Attributes:
     rate: probability of dropping a channel.
@@ -94,8 +103,11 @@ class SpatialDropout(nn.Module):
   def __call__(self, x, deterministic: bool):
     """x: (N, *spatial, C) -> same shape."""
     broadcast = tuple(range(1, x.ndim - 1)) if self.spatial else ()
-    return nn.Dropout(self.rate, broadcast_dims=broadcast)(
-        x, deterministic=deterministic)
+    stream = 'dropout'
+    if deterministic and self.has_rng(MC_DROPOUT):
+      deterministic, stream = False, MC_DROPOUT
+    return nn.Dropout(self.rate, broadcast_dims=broadcast,
+                      rng_collection=stream)(x, deterministic=deterministic)
 
 
 def dropout(x, rate: float, spatial: bool, train: bool):
