@@ -200,6 +200,11 @@ class Bottleneck(nn.Module):
     return nn.relu(y + x)
 
 
+# `train` (argument 2, counting self) is a Python bool: static under remat.
+REMAT_BLOCKS = {cls: nn.remat(cls, static_argnums=(2,))
+                for cls in (BasicBlock, Bottleneck)}
+
+
 class ResNet3D(nn.Module):
   """MedicalNet's 3D ResNet backbone (no segmentation head).
 
@@ -211,11 +216,15 @@ class ResNet3D(nn.Module):
     norm: normalisation ('batch' as in MedicalNet; others cannot load its
       checkpoints).
     dtype: computation dtype (parameters stay float32).
+    remat: recompute each stage's activations in the backward pass (less
+      memory, ~1/3 more compute); every residual block is wrapped in
+      `nn.remat`, parameter paths (and MedicalNet key mapping) unchanged.
   """
   depth: int = 10
   shortcut_type: Optional[str] = None
   norm: str = 'batch'
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool) -> Dict[str, Any]:
@@ -233,6 +242,8 @@ class ResNet3D(nn.Module):
       raise ValueError(f'input must be (N, *spatial, C), got {x.shape}')
     nd = x.ndim - 2
     block_cls = BasicBlock if kind == 'basic' else Bottleneck
+    if self.remat:
+      block_cls = REMAT_BLOCKS[block_cls]
     expansion = EXPANSION[kind]
     x = x.astype(self.dtype)
     x = _conv(64, 7, nd, self.dtype, 'conv1', stride=2)(x)
@@ -270,6 +281,9 @@ class DoubleConv(nn.Module):
     return x
 
 
+RematDoubleConv = nn.remat(DoubleConv, static_argnums=(2,))
+
+
 @register('med3d_unet')
 class Med3DUNet(nn.Module):
   """Seed 004: shared MedicalNet ResNet per modality + a 3D U-Net decoder.
@@ -293,6 +307,10 @@ class Med3DUNet(nn.Module):
       the study).
     spatial_dropout: drop whole channels (True) or single activations.
     dtype: computation dtype; parameters stay float32, logits are float32.
+    remat: recompute each stage's activations in the backward pass (less
+      memory, ~1/3 more compute); the backbone's residual blocks and the
+      U-Net's encoder and decoder double convs are wrapped in `nn.remat`,
+      parameter names unchanged.
   """
   num_classes: int = 3
   depth: int = 10
@@ -305,6 +323,7 @@ class Med3DUNet(nn.Module):
   dropout_rate: float = 0.0
   spatial_dropout: bool = True
   dtype: Any = jnp.float32
+  remat: bool = False
 
   def _check(self, x):
     resolve(self.depth, self.shortcut_type)
@@ -325,7 +344,8 @@ class Med3DUNet(nn.Module):
 
     # The shared backbone, one modality at a time.
     backbone = ResNet3D(self.depth, self.shortcut_type, self.backbone_norm,
-                        self.dtype, name='backbone')
+                        self.dtype, self.remat, name='backbone')
+    double_conv = RematDoubleConv if self.remat else DoubleConv
     bb_train = train and not self.freeze_backbone_stats
     per_modality = [backbone(x[..., c:c + 1], bb_train)
                     for c in range(x.shape[-1])]
@@ -340,7 +360,7 @@ class Med3DUNet(nn.Module):
     for level, width in enumerate(self.features):
       if level:
         y = nn.max_pool(y, (2,) * nd, strides=(2,) * nd, padding='SAME')
-      y = DoubleConv(width, self.norm, self.dtype, name=f'encoder_{level}')(
+      y = double_conv(width, self.norm, self.dtype, name=f'encoder_{level}')(
           y, train)
       self.sow('intermediates', f'encoder_out_{level}', y)
       enc.append(y)
@@ -358,7 +378,7 @@ class Med3DUNet(nn.Module):
       y = jnp.concatenate([y] + ([] if skip is None else [skip]) + [enc[level]],
                           axis=-1)
       self.sow('intermediates', f'decoder_merge_{i}', y)
-      y = DoubleConv(width, self.norm, self.dtype, name=f'decoder_{i}')(
+      y = double_conv(width, self.norm, self.dtype, name=f'decoder_{i}')(
           y, train)
       y = layers.dropout(y, self.dropout_rate, self.spatial_dropout, train)
 
