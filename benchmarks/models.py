@@ -47,6 +47,7 @@ PAPER_COUNTS = {
     'brats15_resunet3d_ds': ('130M+ / 90M+', 'seed 000: its Keras replication'),
     'brats20_unet3d_dilated': ('23M+', 'seed 000, section 6'),
     'brats19_med3d_unet': ('-', 'seed 004 gives none'),
+    'brats_unet3d_regions': ('-', 'nnU-Net-style BraTS recipe, not a seed'),
 }
 
 

@@ -21,6 +21,17 @@ Writes under `<workdir>/eval/`:
   <split>_confusion.png   voxel confusion matrix over the split's cases, in
                           the cases' label classes (binary mode: 0 / 1),
                           row-normalised, counts annotated
+  <split>_cases/<case>.png  input, label and prediction on the slice of
+                          largest tumour extent
+
+Predictions come from `jaxseg.predict` (slices, whole volumes or sliding
+windows, mirroring, Monte-Carlo dropout as the inference section says).
+With `inference.mc_samples > 0` each row also scores the uncertainty:
+the BraTS 2020 uncertainty-task score and its Dice / filtered-TP /
+filtered-TN AUCs, and the expected calibration error, per region.
+
+`evaluate_input` scores any labelled set (`--mode=evaluate --input=...`)
+and writes the same files into an output folder.
 """
 
 import csv
@@ -30,12 +41,13 @@ import os
 
 from absl import logging
 import jax
-from jax.experimental import multihost_utils
 import numpy as np
 
 from jaxseg import metrics
 from jaxseg import parallel
 from jaxseg import plots
+from jaxseg import predict
+from jaxseg import uncertainty
 from jaxseg.data import pipeline
 from jaxseg.data import preprocess
 from jaxseg.data import sources
@@ -57,62 +69,6 @@ def slice_metrics(eval_fn, state, source: pipeline.SliceSource, batch_size: int,
     out = eval_fn(state, parallel.to_global(parallel.local_rows(batch), mesh))
     merged = out if merged is None else merged.merge(out)
   return {k: float(v) for k, v in merged.compute().items()}
-
-
-def make_predict_fn(activation: str):
-  """A jitted (state, images (N, H, W, C)) -> probabilities (N, H, W, K)."""
-  def predict(state, images):
-    logits = state.apply_fn(
-        {'params': state.params, 'batch_stats': state.batch_stats}, images,
-        train=False)
-    if activation == 'softmax':
-      return jax.nn.softmax(logits, axis=-1)
-    return jax.nn.sigmoid(logits)
-  return jax.jit(predict)
-
-
-def predict_slices(predict_fn, state, images: np.ndarray, batch_size: int,
-                   mesh) -> np.ndarray:
-  """Probabilities (S, H, W, K) for slices (S, H, W, C), in padded batches."""
-  out = []
-  for start in range(0, len(images), batch_size):
-    chunk = images[start:start + batch_size]
-    padded = np.zeros((batch_size,) + chunk.shape[1:], np.float32)
-    padded[:len(chunk)] = chunk
-    probs = predict_fn(state, parallel.to_global(
-        parallel.local_rows({'x': padded}), mesh)['x'])
-    if jax.process_count() > 1:
-      probs = multihost_utils.process_allgather(probs, tiled=True)
-    out.append(np.asarray(probs)[:len(chunk)])
-  return np.concatenate(out)
-
-
-def predict_volume(predict_fn, state, image: np.ndarray, *, image_size: int,
-                   batch_size: int, mesh, mean=None, std=None,
-                   depth: int | None = None) -> np.ndarray:
-  """Probabilities (H, W, D, K) on the grid of `image` (H, W, D, C).
-
-  2D models (depth None) predict slice by slice; 3D models predict the whole
-  (depth, size, size, C) volume at once.
-  """
-  if depth is None:
-    stack = preprocess.case_to_slices(image, None, image_size=image_size,
-                                      label_mode='binary', et_label=None,
-                                      mean=mean, std=std)
-    probs = predict_slices(predict_fn, state, stack.images, batch_size, mesh)
-    return preprocess.slices_to_volume(probs, stack.box)
-  stack = preprocess.case_to_volume(image, None, image_size=image_size,
-                                    depth=depth, label_mode='binary',
-                                    et_label=None, mean=mean, std=std)
-  probs = predict_slices(predict_fn, state, stack.images[None], batch_size, mesh)
-  return preprocess.volume_to_grid(probs[0], stack.box)
-
-
-def hard_label(probs: np.ndarray, label_mode: str, et_label) -> np.ndarray:
-  """(H, W, D, K) probabilities -> uint8 label map in the source convention."""
-  if label_mode == 'multiclass':
-    return preprocess.target_to_label(probs.argmax(-1), label_mode, et_label)
-  return preprocess.target_to_label(probs > 0.5, label_mode, et_label)
 
 
 def region_masks(label: np.ndarray, et_label, regions) -> dict:
@@ -195,16 +151,57 @@ class SplitResult:
   confusion: np.ndarray
 
 
-def evaluate_cases(config, state, cases, mesh, normalization,
-                   predict_fn) -> list[dict]:
-  """Scores every case in `cases` on its original grid; one row per case."""
-  return evaluate_split(config, state, cases, mesh, normalization,
-                        predict_fn).rows
+def region_probabilities(probs: np.ndarray, label_mode: str, regions) -> dict:
+  """{region: (H, W, D) probability} of (H, W, D, K) model probabilities.
+
+  Sigmoid modes: the region's channel (binary: WT). Multiclass softmax over
+  (background, 1, 2, ET): WT = 1 - p_background, TC = p_1 + p_ET, ET = p_ET.
+  """
+  if label_mode == 'binary':
+    return {'WT': probs[..., 0]}
+  if label_mode == 'regions':
+    return {name: probs[..., i] for i, name in enumerate(preprocess.REGION_NAMES)
+            if name in regions}
+  by_name = dict(WT=1.0 - probs[..., 0], TC=probs[..., 1] + probs[..., 3],
+                 ET=probs[..., 3])
+  return {name: by_name[name] for name in regions}
+
+
+def uncertainty_scores(probs, pred_label, true_label, et_label, label_mode,
+                       brain) -> dict:
+  """Per region: QU-BraTS score, its three AUCs and the calibration error.
+
+  The uncertainty of a region is the entropy of its (mean) probability
+  scaled to 0-100 (100 at p = 0.5), as the BraTS 2020 uncertainty task
+  asks for one map per region. ECE is over the brain voxels.
+  """
+  regions = ('WT',) if label_mode == 'binary' else preprocess.REGION_NAMES
+  pred = region_masks(pred_label, et_label, regions)
+  true = region_masks(true_label, et_label, regions)
+  prob = region_probabilities(probs, label_mode, regions)
+  row = {}
+  for name in true:
+    unc = uncertainty.uncertainty_to_percent(
+        np.asarray(uncertainty.binary_entropy(prob[name])), np.log(2.0))
+    qu = uncertainty.qu_brats_scores(pred[name], true[name], unc,
+                                     brain_mask=brain)
+    ece = uncertainty.expected_calibration_error(prob[name], true[name],
+                                                 mask=brain)
+    row.update({f'qu_score_{name}': float(qu['score']),
+                f'dice_auc_{name}': float(qu['dice_auc']),
+                f'ftp_auc_{name}': float(qu['ftp_auc']),
+                f'ftn_auc_{name}': float(qu['ftn_auc']),
+                f'ece_{name}': float(ece['ece'])})
+  return row
 
 
 def evaluate_split(config, state, cases, mesh, normalization,
-                   predict_fn) -> SplitResult:
-  """Per-case scores and the pooled confusion matrix of `cases`."""
+                   png_dir: str | None = None) -> SplitResult:
+  """Per-case scores and the pooled confusion matrix of labelled `cases`.
+
+  With `inference.mc_samples > 0` the rows also hold the uncertainty scores
+  (`uncertainty_scores`). With `png_dir`, `<case>.png` overlays go there.
+  """
   label_mode = config.data.label_mode
   labels = confusion_classes(cases, label_mode)
   confusion = np.zeros((len(labels), len(labels)), np.int64)
@@ -212,25 +209,33 @@ def evaluate_split(config, state, cases, mesh, normalization,
   std = normalization.get('std')
   mean = None if mean is None else np.asarray(mean, np.float32)
   std = None if std is None else np.asarray(std, np.float32)
+  predict_batch = predict.batch_predictor(state, mesh, config,
+                                          key=jax.random.key(config.seed))
+  progress = predict.CaseProgress(len(cases), 'evaluated')
   rows = []
   for i, case in enumerate(cases):
     volume = sources.load_case(case, config.data.modalities)
-    probs = predict_volume(predict_fn, state, volume.image,
-                           image_size=config.data.image_size,
-                           batch_size=config.train.eval_batch_size, mesh=mesh,
-                           mean=mean, std=std,
-                           depth=config.data.depth if config.data.dims == 3 else None)
-    pred = hard_label(probs, label_mode, case.et_label)
+    output = predict.predict_case(predict_batch, volume, config, mean, std)
+    pred = predict.hard_label(output.probs, label_mode, case.et_label,
+                              config.inference.threshold)
     spacing = voxel_spacing(volume, case.label or case.case_id)
     row = dict(case=case.case_id)
     row.update(score_case(pred, volume.label, case.et_label, label_mode,
                           spacing))
+    if output.std is not None:
+      row.update(uncertainty_scores(output.probs, pred, volume.label,
+                                    case.et_label, label_mode,
+                                    preprocess.brain_mask(volume.image)))
     rows.append(row)
     confusion += metrics.confusion_matrix(
         pred, confusion_truth(volume.label, labels), labels)
-    logging.info('evaluated case %d/%d %s: %s', i + 1, len(cases), case.case_id,
+    if png_dir and jax.process_index() == 0:
+      predict.write_case_png(volume, pred,
+                             os.path.join(png_dir, f'{case.case_id}.png'),
+                             label_mode, output)
+    logging.info('%s %s', progress.line(i + 1, case.case_id),
                  ' '.join(f'{k}={v:.4f}' for k, v in row.items()
-                          if k.startswith('dice')))
+                          if k.startswith('dice_')))
   return SplitResult(rows=rows, labels=labels, confusion=confusion)
 
 
@@ -240,14 +245,15 @@ def summarize_rows(rows: list[dict]) -> dict:
                             for r in rows])
 
 
-def write_table(rows: list[dict], summary: dict, path: str) -> None:
-  """Writes the per-case CSV and the summary JSON beside it."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, 'w', newline='') as f:
+def write_table(rows: list[dict], summary: dict, csv_path: str,
+                json_path: str) -> None:
+  """Writes the per-case CSV and the summary JSON."""
+  os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
+  with open(csv_path, 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-  with open(path.replace('_cases.csv', '_summary.json'), 'w') as f:
+  with open(json_path, 'w') as f:
     json.dump(summary, f, indent=1)
 
 
@@ -255,16 +261,18 @@ def write_split(eval_dir: str, split: str, result: SplitResult,
                 summary: dict) -> dict:
   """Writes a split's CSV, summary JSON, Dice box plot and confusion PNG.
 
+  Files are `<split>_cases.csv`, ... (split '': `cases.csv`, ...).
+
   Returns:
     The box plot's drawn {region: {'median', 'mean'}} (plots.plot_score_box).
   """
-  write_table(result.rows, summary, os.path.join(eval_dir, f'{split}_cases.csv'))
-  marks = plots.plot_score_box(
-      result.rows, os.path.join(eval_dir, f'{split}_dice_box.png'), score='dice')
+  path = lambda name: os.path.join(eval_dir, f'{split}_{name}' if split else name)  # noqa: E731
+  write_table(result.rows, summary, path('cases.csv'), path('summary.json'))
+  marks = plots.plot_score_box(result.rows, path('dice_box.png'), score='dice')
   plots.plot_confusion(
-      result.confusion, class_names(result.labels),
-      os.path.join(eval_dir, f'{split}_confusion.png'),
-      title=f'{split}: voxels over {len(result.rows)} cases, row-normalised')
+      result.confusion, class_names(result.labels), path('confusion.png'),
+      title=f'{split or "input"}: voxels over {len(result.rows)} cases, '
+      'row-normalised')
   return marks
 
 
@@ -274,7 +282,7 @@ def evaluate_workdir(config, workdir: str, state, mesh, eval_fn) -> dict:
   with open(os.path.join(data_dir, 'split.json')) as f:
     info = json.load(f)
   cases = {c.case_id: c for c in sources.discover_cases(info['root'])}
-  predict_fn = make_predict_fn(preprocess.activation(config.data.label_mode))
+  predict.check_mc_model(state, config)
   results = {}
   for split in ('val', 'test'):
     ids = info['split'].get(split) or []
@@ -284,7 +292,8 @@ def evaluate_workdir(config, workdir: str, state, mesh, eval_fn) -> dict:
     per_slice = slice_metrics(eval_fn, state, source,
                               config.train.eval_batch_size, mesh)
     result = evaluate_split(config, state, [cases[i] for i in ids], mesh,
-                            info['normalization'], predict_fn)
+                            info['normalization'],
+                            png_dir=os.path.join(workdir, 'eval', f'{split}_cases'))
     summary = summarize_rows(result.rows)
     if jax.process_index() == 0:
       write_split(os.path.join(workdir, 'eval'), split, result, summary)
@@ -296,3 +305,30 @@ def evaluate_workdir(config, workdir: str, state, mesh, eval_fn) -> dict:
                  split, per_slice['dice'], summary['dice_WT']['mean'],
                  summary['dice_WT']['median'])
   return results
+
+
+def evaluate_input(config, workdir: str, state, mesh, input_path: str,
+                   output_dir: str) -> dict:
+  """--mode=evaluate --input: scores a labelled set with a run's best model.
+
+  Writes `cases.csv`, `summary.json`, `dice_box.png`, `confusion.png` and
+  `cases/<case>.png` into `output_dir`; returns the summary.
+  """
+  predict.check_same_view(config, workdir)
+  cases = predict.input_cases(input_path, config.data.modalities)
+  unlabeled = [c.case_id for c in cases if not c.label]
+  if unlabeled:
+    raise InputError(input_path, f'case {unlabeled[0]} has no label file: '
+                     'evaluation needs labels (use --mode=predict)')
+  predict.check_mc_model(state, config)
+  predict.check_output_folder(output_dir)
+  mean, std = predict.run_normalization(workdir)
+  normalization = dict(mean=mean, std=std)
+  result = evaluate_split(config, state, cases, mesh, normalization,
+                          png_dir=os.path.join(output_dir, 'cases'))
+  summary = summarize_rows(result.rows)
+  if jax.process_index() == 0:
+    write_split(output_dir, '', result, summary)
+  logging.info('%d cases: dice WT mean %.4f median %.4f', len(result.rows),
+               summary['dice_WT']['mean'], summary['dice_WT']['median'])
+  return summary

@@ -1,8 +1,10 @@
-"""Entry point: train or evaluate a config.
+"""Entry point: train, evaluate or predict with a config.
 
     python -m jaxseg.main --config=configs/brats19_resunet.py --workdir=runs/resunet
     python -m jaxseg.main --config=configs/brats19_resunet.py --workdir=runs/resunet \
-        --mode=evaluate
+        --mode=evaluate [--input=labelled/cases --output=scores/]
+    python -m jaxseg.main --config=configs/brats19_resunet.py --workdir=runs/resunet \
+        --mode=predict --input=cases/ --output=predictions/
     python -m jaxseg.main --config=configs/brats19_resunet.py --workdir=runs/x \
         --config.optimizer.learning_rate=1e-3
 
@@ -25,6 +27,7 @@ from jaxseg import cli
 from jaxseg import config_base
 from jaxseg import evaluate
 from jaxseg import parallel
+from jaxseg import predict
 from jaxseg import train
 from jaxseg.errors import InputError
 
@@ -32,16 +35,36 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and results.')
-flags.DEFINE_enum('mode', 'train', ['train', 'evaluate'],
+flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict'],
                   'train: train (or resume) then evaluate the best checkpoint; '
-                  'evaluate: evaluate the best checkpoint of --workdir.')
+                  'evaluate: evaluate the best checkpoint of --workdir on its '
+                  'val/test splits, or on the labelled set --input; '
+                  'predict: segment the cases of --input into --output.')
+flags.DEFINE_string('input', None, 'evaluate/predict: a case folder, a folder '
+                    'of cases or a datalist .json.')
+flags.DEFINE_string('output', None, 'evaluate/predict: the folder for the '
+                    'scores or the predicted NIfTI files and PNGs.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def run(config, workdir: str, mode: str) -> dict:
+def run(config, workdir: str, mode: str, input_path: str | None = None,
+        output_dir: str | None = None):
+  """Runs one mode; returns its results (dict) or the written paths (predict)."""
   config_base.check_config(config)
   if mode == 'train':
     return train.train_and_evaluate(config, workdir)
+  if mode == 'predict':
+    return predict.run_predict(config, workdir, input_path, output_dir,
+                               load_state=train.load_best_state)
+  if input_path:
+    if not output_dir:
+      output_dir = os.path.join(workdir, 'eval',
+                                os.path.basename(os.path.normpath(input_path)))
+    mesh = parallel.make_mesh()
+    state = train.load_best_state(config, workdir, mesh)
+    return evaluate.evaluate_input(config, workdir, state, mesh, input_path,
+                                   output_dir)
+  predict.check_same_view(config, workdir)
   mesh = parallel.make_mesh()
   state = train.load_best_state(config, workdir, mesh)
   return evaluate.evaluate_workdir(config, workdir, state, mesh,
@@ -57,7 +80,7 @@ def main(argv):
   logging.info('JAX devices: %s (process %d of %d)', jax.devices(),
                jax.process_index(), jax.process_count())
   try:
-    run(FLAGS.config, workdir, FLAGS.mode)
+    run(FLAGS.config, workdir, FLAGS.mode, FLAGS.input, FLAGS.output)
   except InputError as e:
     # Leave no half-written workdir behind: remove one this run created.
     if not existed and os.path.isdir(workdir):

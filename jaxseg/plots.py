@@ -171,3 +171,85 @@ def plot_confusion(counts, names, out_path: str, title: str = '') -> np.ndarray:
   fig.tight_layout()
   _save(fig, out_path)
   return fractions
+
+
+# ------------------------------------------------------------ case overlays
+
+# Label colours (RGB) of the overlays: BraTS necrosis red, oedema green,
+# enhancing tumour yellow (4 in BraTS 2018-21, 3 in 2023+); masks are 1.
+LABEL_COLORS = {1: (1.0, 0.15, 0.15), 2: (0.2, 0.85, 0.2), 3: (1.0, 0.9, 0.1),
+                4: (1.0, 0.9, 0.1)}
+OVERLAY_ALPHA = 0.45
+
+
+def largest_tumour_slice(*labels, brain=None) -> int:
+  """The axial index z of (H, W, D) maps with the most tumour voxels.
+
+  The first map with any tumour decides; with none, the slice with the most
+  `brain` (or the middle slice).
+  """
+  for label in labels:
+    if label is not None and np.any(label):
+      return int(np.argmax((np.asarray(label) > 0).sum(axis=(0, 1))))
+  if brain is not None and np.any(brain):
+    return int(np.argmax(brain.sum(axis=(0, 1))))
+  shape = next(l.shape for l in labels if l is not None)
+  return shape[2] // 2
+
+
+def label_rgba(label: np.ndarray) -> np.ndarray:
+  """(H, W) label values -> (H, W, 4) colours, transparent where 0."""
+  rgba = np.zeros(label.shape + (4,), np.float32)
+  for value, color in LABEL_COLORS.items():
+    where = label == value
+    rgba[where, :3] = color
+    rgba[where, 3] = OVERLAY_ALPHA
+  return rgba
+
+
+def _show(ax, image, overlay=None, title=''):
+  ax.imshow(np.rot90(image), cmap='gray')
+  if overlay is not None:
+    ax.imshow(np.rot90(label_rgba(overlay)))
+  ax.set_title(title, fontsize=9)
+  ax.axis('off')
+
+
+def plot_case(image: np.ndarray, label, pred: np.ndarray, out_path: str,
+              uncertainty=None, title: str = '', z: int | None = None) -> int:
+  """One case's axial slice: input, input + label, input + prediction, uncertainty.
+
+  Args:
+    image: (H, W, D) one input channel.
+    label: (H, W, D) label map or None (the panel is left out).
+    pred: (H, W, D) predicted label map, same convention as `label`.
+    out_path: the PNG to write.
+    uncertainty: optional (H, W, D) map (e.g. predictive entropy), drawn with
+      a colour bar.
+    z: the slice; None: the one of largest tumour extent in the label (else
+      the prediction).
+
+  Returns:
+    The slice index drawn.
+  """
+  if z is None:
+    z = largest_tumour_slice(label, pred, brain=image != 0)
+  panels = [('input', None)]
+  if label is not None:
+    panels.append(('label', label[..., z]))
+  panels.append(('prediction', pred[..., z]))
+  n = len(panels) + (uncertainty is not None)
+  fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.6))
+  for ax, (name, overlay) in zip(axes, panels):
+    _show(ax, image[..., z], overlay, name)
+  if uncertainty is not None:
+    ax = axes[-1]
+    # Seed 002's figure 3: the greener, the more uncertain.
+    shown = ax.imshow(np.rot90(uncertainty[..., z]), cmap='Greens')
+    ax.set_title('uncertainty (entropy)', fontsize=9)
+    ax.axis('off')
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+  fig.suptitle(f'{title}  axial slice {z}', fontsize=10)
+  fig.tight_layout()
+  _save(fig, out_path)
+  return z

@@ -52,11 +52,49 @@ class TrainState(train_state.TrainState):
   batch_stats: Any
 
 
+PRECISIONS = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
 def build_model(config: ml_collections.ConfigDict):
-  """The model of `config.model`, with as many outputs as the label mode needs."""
+  """The model of `config.model`, with as many outputs as the label mode needs.
+
+  `config.train.precision='bfloat16'` sets the model's computation dtype;
+  its parameters (the master weights) and logits stay float32.
+  """
+  precision = config.train.get('precision', 'float32')
+  if precision not in PRECISIONS:
+    raise InputError('config.train.precision',
+                     f'{precision!r} is not one of {", ".join(PRECISIONS)}')
   model_config = ml_collections.ConfigDict(config.model.to_dict())
   model_config.num_classes = preprocess.num_outputs(config.data.label_mode)
+  if precision != 'float32':
+    model_config.dtype = PRECISIONS[precision]
   return models.build(model_config)
+
+
+# Initialisation runs once: compile it without LLVM optimisation. On a CPU
+# that cuts its compile from 24-45 s to 3-6 s for the zoo's U-Nets; the
+# values differ from an optimised compile by float rounding only (7e-9).
+INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0}
+
+
+def init_variables(model, rng, image_shape) -> dict:
+  """The model's variables for inputs (1, *image_shape), compiled cheaply."""
+  init = jax.jit(functools.partial(model.init, train=False))
+  args = ({'params': rng}, jnp.zeros((1,) + tuple(image_shape), jnp.float32))
+  compiled = init.lower(*args).compile(compiler_options=INIT_COMPILER_OPTIONS)
+  return compiled(*args)
+
+
+def abstract_train_state(model, tx, image_shape) -> TrainState:
+  """A TrainState of shapes and dtypes only (to restore a checkpoint into)."""
+  def build():
+    variables = model.init({'params': jax.random.key(0)},
+                           jnp.zeros((1,) + tuple(image_shape), jnp.float32),
+                           train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables['params'],
+                             tx=tx, batch_stats=variables.get('batch_stats', {}))
+  return jax.eval_shape(build)
 
 
 def create_train_state(model, tx, rng, image_shape,
@@ -66,8 +104,7 @@ def create_train_state(model, tx, rng, image_shape,
   With `pretrained_config.path` set, its checkpoint replaces the subtree
   `pretrained_config.into` before the optimiser state is made.
   """
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      {'params': rng}, jnp.zeros((1,) + tuple(image_shape), jnp.float32))
+  variables = init_variables(model, rng, image_shape)
   params = variables['params']
   batch_stats = variables.get('batch_stats', {})
   if pretrained_config is not None and pretrained_config.get('path'):
@@ -248,6 +285,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      'losses take it), or use one of '
                      f'{", ".join(losses.SIGMOID_LOSSES if activation == "sigmoid" else losses.SOFTMAX_LOSSES)}')
 
+  augment = augment_lib.AugmentConfig(**config.augment)
+
   def report(split, i, n, case_id):
     logging.info('preprocessing %s: case %d/%d (%s)', split, i, n, case_id)
   info = dataset.prepare(config.data, workdir, config.seed, progress=report)
@@ -293,8 +332,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   loader = pipeline.train_loader(
       train_source, global_batch_size=config.train.batch_size,
-      seed=config.seed, augment=augment_lib.AugmentConfig(**config.augment),
-      worker_count=config.data.worker_count, patch_size=config.data.patch_size)
+      seed=config.seed, augment=augment,
+      worker_count=config.data.worker_count, patch_size=config.data.patch_size,
+      foreground_fraction=config.data.foreground_fraction,
+      label_mode=config.data.label_mode)
   iterator = iter(loader)
   if loop.data_iterator:
     iterator.set_state(loop.data_iterator.encode())
@@ -397,13 +438,18 @@ def load_best_state(config: ml_collections.ConfigDict, workdir: str, mesh):
   model = build_model(config)
   tx = optim.build(config.optimizer)
   source = pipeline.SliceSource(os.path.join(workdir, 'data', 'train'))
-  state = create_train_state(model, tx, jax.random.key(0),
-                             train_input_shape(config, source))
+  # Shapes only: the checkpoint supplies every value (no init to compile).
+  state = abstract_train_state(model, tx, train_input_shape(config, source))
   _, best = _checkpoint_managers(workdir)
-  restored = restore_checkpoint(best, state)
+  where = os.path.join(workdir, 'checkpoints_best')
+  try:
+    restored = restore_checkpoint(best, state)
+  except (ValueError, KeyError, TypeError) as e:
+    reason = ' '.join(str(e).split())[:300]
+    raise InputError(where, f"does not match the config's model "
+                     f"'{config.model.name}' ({reason})") from None
   if restored is None:
-    raise InputError(os.path.join(workdir, 'checkpoints_best'),
-                     'holds no checkpoint: train first')
+    raise InputError(where, 'holds no checkpoint: train first')
   return jax.device_put(restored[0], parallel.replicated(mesh))
 
 

@@ -38,6 +38,7 @@ def shrink(config):
   config.train.batch_size = 2
   config.train.eval_batch_size = 1 if config.data.dims == 3 else 4
   config.train.num_epochs = 1
+  config.train.steps_per_epoch = None   # the synthetic set's 2
   config.train.log_every_steps = 1
   config.pretrained.path = None
   return config

@@ -1,12 +1,11 @@
 """Whole-volume evaluation: the slice -> grid mapping and per-region scores."""
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxseg import config_base
 from jaxseg import evaluate
-from jaxseg import parallel
+from jaxseg import predict
 
 
 def _ellipsoid(shape, centre, radii):
@@ -21,15 +20,13 @@ def test_predictions_return_to_the_original_grid():
   image = np.where(brain[..., None], 1.0 + np.random.default_rng(0).random(shape + (2,)),
                    0.0).astype(np.float32)
 
-  class FakeState:
-    pass
+  def predict_batch(images):                         # (N, 64, 64, C) -> (N, 64, 64, 1)
+    return (np.abs(images[..., :1]) > 0).astype(np.float32)
 
-  def predict_fn(state, images):                     # (N, 64, 64, C) -> (N, 64, 64, 1)
-    return (jnp.abs(images[..., :1]) > 0).astype(jnp.float32)
-
-  probs = evaluate.predict_volume(jax.jit(predict_fn, static_argnums=()),
-                                  None, image, image_size=64, batch_size=4,
-                                  mesh=parallel.make_mesh())
+  config = config_base.get_config()
+  config.data.image_size = 64
+  config.train.eval_batch_size = 4
+  probs = predict.case_probabilities(predict_batch, image, config)
   assert probs.shape == shape + (1,)
   pred = probs[..., 0] > 0.5
   dice = 2 * (pred & brain).sum() / (pred.sum() + brain.sum())
