@@ -9,6 +9,13 @@ Section 6: one modality per model (FLAIR scored best), each case cropped to
 the central 144x144 in-plane and resized to 96 slices: input (96, 144, 144,
 1), batch 1, Adam lr 1e-4, Keras' binary focal cross-entropy (the best loss
 of figure 5: gamma 2, no alpha balancing), no augmentation.
+
+The study's data, BraTS 2015 as MetaImage (`HGG|LGG/brats_*/VSD.Brain.XX.O.
+MR_<modality>.<id>/*.mha`, labels 0-4 in the `OT` volume), is read with
+SimpleITK (`pip install -e '.[formats]'`):
+
+    python -m jaxseg.main --config=configs/brats15_resunet3d_ds.py --workdir=runs/x \
+        --config.data.root=/data/BRATS2015_Training
 """
 
 from jaxseg import config_base

@@ -10,6 +10,13 @@ whole tumour (all non-zero labels) as one channel, intensities scaled, no
 augmentation. The modality is not named for this experiment; T1c was the
 study's default, so T1ce here. Each case is cropped around the brain and
 resized to 96^3 (`data.dims=3`).
+
+The study's data, BraTS 2015 as MetaImage (`HGG|LGG/brats_*/VSD.Brain.XX.O.
+MR_<modality>.<id>/*.mha`, labels 0-4 in the `OT` volume), is read with
+SimpleITK (`pip install -e '.[formats]'`):
+
+    python -m jaxseg.main --config=configs/brats15_unet3d.py --workdir=runs/x \
+        --config.data.root=/data/BRATS2015_Training
 """
 
 from jaxseg import config_base

@@ -5,9 +5,17 @@
 The study: 256x256 grey MRI slices (Kaggle "Brain Tumor Image Dataset -
 Semantic Segmentation", COCO annotations), random flips and rotations,
 Dice loss (better than BCE for this model), up to 50 epochs. Optimiser and
-batch size are not given: Adam 1e-3 and batch 16 here. One grey channel:
-FLAIR of the synthetic set (or of `data.root`). Rotations are not yet in
-jaxseg's augmentation set; flips are (p 0.5 per axis).
+batch size are not given: Adam 1e-3 and batch 16 here. Flips p 0.5 per
+axis; the rotation range is not given: +-15 degrees with probability 0.5.
+
+The study's data, the COCO export (`train|valid|test/*.jpg` with
+`_annotations.coco.json`), keeps its own train/valid/test split; each
+grey image answers the one channel the config names:
+
+    python -m jaxseg.main --config=configs/coco_cnn_simple.py --workdir=runs/cnn \
+        --config.data.root=/data/brain-tumor-coco
+
+Without `data.root`, FLAIR slices of the synthetic set stand in.
 """
 
 from jaxseg import config_base
@@ -26,6 +34,8 @@ def get_config():
   config.train.batch_size = 16
   config.train.eval_batch_size = 16
   config.train.num_epochs = 50
-  # No learning-rate schedule, every epoch runs; flips only.
+  # No learning-rate schedule, every epoch runs.
   config_base.fixed_schedule(config, flip_prob=0.5)
+  config.augment.rotate_prob = 0.5
+  config.augment.rotate_degrees = 15.0
   return config

@@ -6,9 +6,20 @@ The study trained the Kaggle LGG framework's U-Net (mateuszbuda/brain-
 segmentation-pytorch: 32 initial features, 4 poolings, 7,763,041 parameters)
 on 3-channel 256x256 slices (pre-contrast, FLAIR, post-contrast: here T1,
 FLAIR, T1ce), Dice loss, Adam lr 1e-4, batch 16, 100 epochs, no learning-rate
-schedule, augmentation scale 0.05, angle 15 and horizontal flips (flips
-here; scaling and rotation are not yet in jaxseg's augmentation set).
-Table 7.7's SGD setup is configs/lgg_unet_sgd.py.
+schedule, augmentation scale 0.05, angle 15 and flips. As that code, every
+sample is scaled by U(0.95, 1.05) and rotated by U(-15, 15) degrees
+(probability 1); flips here are per axis with probability 0.5 (the study's
+code flips horizontally only). Table 7.7's SGD setup is
+configs/lgg_unet_sgd.py.
+
+The study's data, the Kaggle LGG set (`kaggle_3m/TCGA_*/<case>_<n>.tif` with
+`<case>_<n>_mask.tif`), is read as one volume per patient, so evaluation
+reports the per-volume mean and median Dice the study gives:
+
+    python -m jaxseg.main --config=configs/lgg_unet.py --workdir=runs/lgg_unet \
+        --config.data.root=/data/lgg-mri-segmentation/kaggle_3m
+
+Without `data.root` the synthetic set's T1, FLAIR and T1ce stand in.
 """
 
 from jaxseg import config_base
@@ -29,6 +40,10 @@ def get_config():
   config.train.batch_size = 16
   config.train.eval_batch_size = 16
   config.train.num_epochs = 100
-  # No learning-rate schedule, every epoch runs; flips only.
+  # No learning-rate schedule, every epoch runs.
   config_base.fixed_schedule(config, flip_prob=0.5)
+  config.augment.scale_prob = 1.0
+  config.augment.scale_range = 0.05
+  config.augment.rotate_prob = 1.0
+  config.augment.rotate_degrees = 15.0
   return config

@@ -250,11 +250,14 @@ def hard_label(probs: np.ndarray, label_mode: str, et_label,
 def write_nifti(data: np.ndarray, reference: sources.Volume, path: str) -> None:
   """Writes (H, W, D[, K]) `data` on the grid of `reference`, atomically.
 
-  The affine and header come from the reference's first channel; the data
-  type is `data`'s and no intensity scaling is stored.
+  The affine and header come from the reference's first channel (formats
+  other than NIfTI have no header: a fresh one is made); the data type is
+  `data`'s and no intensity scaling is stored.
   """
-  header = reference.header.copy()
-  header.set_data_dtype(data.dtype)
+  header = None
+  if isinstance(reference.header, nib.Nifti1Header):
+    header = reference.header.copy()
+    header.set_data_dtype(data.dtype)
   image = nib.Nifti1Image(data, reference.affine, header)
   image.header.set_slope_inter(1.0, 0.0)
   folder = os.path.dirname(os.path.abspath(path))
@@ -315,7 +318,7 @@ def write_case(volume: sources.Volume, case: sources.Case, output: CaseOutput,
                label_mode: str) -> list[str]:
   """Writes a case's segmentation, MC maps and PNG into `folder`; returns the paths."""
   paths = [os.path.join(folder, f'{case.case_id}_seg.nii.gz')]
-  write_nifti(pred_label.astype(np.uint8), volume, paths[0])
+  write_nifti(case.to_disk(pred_label.astype(np.uint8)), volume, paths[0])
   if output.std is not None:
     for field, name in MC_FILES.items():
       data = output.probs if field == 'mean' else getattr(output, field)

@@ -123,7 +123,11 @@ def test_datalist_splits_and_modality_names(tmp_path):
   assert list(a.images) == ['t1ce', 'flair']
   assert (a.case_id, a.split, b.case_id, b.split) == (
       'a', 'training', 'b', 'test')
-  assert a.label_values == (0, 1, 2, 3) and a.et_label == 3
+  # The Decathlon's names (1 oedema, 2 non-enhancing, 3 enhancing) are
+  # mapped to BraTS values; reading them as BraTS 2023's 1 = NCR would swap
+  # oedema and core.
+  assert a.label_values == (0, 1, 2, 4) and a.et_label == 4
+  assert a.label_map == ((0, 0), (1, 2), (2, 1), (3, 4))
   assert b.label is None
   vol = sources.load_case(a, ['flair'])
   assert vol.image.shape == (8, 8, 4, 1)

@@ -33,6 +33,10 @@ from jaxseg.errors import InputError
 
 MODALITIES = ('flair', 't1', 't1ce', 't2')
 
+# The one channel of a grey image whose MR sequence is not named (the COCO
+# set): it answers a config asking for any single modality.
+GREY = 'grey'
+
 # BraTS 2023+ file suffixes -> canonical (BraTS 2019) names.
 BRATS23_SUFFIXES = {'t2f': 'flair', 't1n': 't1', 't1c': 't1ce', 't2w': 't2'}
 
@@ -43,6 +47,7 @@ MODALITY_ALIASES = {
     't1ce': 't1ce', 't1c': 't1ce', 't1gd': 't1ce', 't1-gd': 't1ce',
     't1post': 't1ce', 't1-ce': 't1ce',
     't2': 't2', 't2w': 't2',
+    'grey': GREY, 'gray': GREY,
 }
 
 BRATS19_LABELS = (0, 1, 2, 4)
@@ -71,6 +76,17 @@ class Case:
     et_label: the value of enhancing tumour (4 or 3), None for binary masks.
     split: 'training', 'validation' or 'test' for datalist cases, else None.
     source: the case folder or datalist file, named in error messages.
+    reader: the key in `jaxseg.data.formats.READERS` of the module that reads
+      this case ('nifti' for the BraTS folders and datalists).
+    channel_index: for multi-channel files (4D NIfTI, RGB TIFF, stacked
+      .npy), modality -> index of its channel in the file; None when each
+      modality has a file of its own.
+    label_map: ((on-disk value, value in `label_values`), ...) for every
+      allowed on-disk value, when the file's convention differs from the one
+      the label is used in (Decathlon: oedema 1 -> 2, non-enhancing 2 -> 1,
+      enhancing 3 -> 4; BraTS 2015: non-enhancing 3 -> 1; masks 255 -> 1).
+      Empty: the on-disk values are `label_values` themselves.
+    key: reader-specific locator inside `source` (the COCO image file name).
   """
   case_id: str
   images: dict[str, str]
@@ -79,6 +95,33 @@ class Case:
   et_label: int | None
   split: str | None = None
   source: str | None = None
+  reader: str = 'nifti'
+  channel_index: dict[str, int] | None = None
+  label_map: tuple[tuple[int, int], ...] = ()
+  key: str | None = None
+
+  @property
+  def disk_values(self) -> tuple[int, ...]:
+    """The label values allowed in the label file."""
+    if self.label_map:
+      return tuple(sorted(d for d, _ in self.label_map))
+    return tuple(self.label_values)
+
+  def to_disk(self, label: np.ndarray) -> np.ndarray:
+    """A label in `label_values` back to the file's convention (to write it).
+
+    Where several on-disk values share one value (BraTS 2015's 1 and 3), the
+    smallest on-disk value is written.
+    """
+    if not self.label_map:
+      return label
+    table = {}
+    for disk, value in sorted(self.label_map, reverse=True):
+      table[value] = disk
+    out = np.zeros_like(label)
+    for value, disk in table.items():
+      out[label == value] = disk
+    return out
 
 
 @dataclasses.dataclass
@@ -87,9 +130,13 @@ class Volume:
 
   Attributes:
     image: float32 (H, W, D, C), channels in the order of `modalities`.
-    label: uint8 (H, W, D) in the case's own convention, or None.
-    affine: float64 (4, 4) voxel-to-world matrix of the first channel.
-    header: the nibabel header of the first channel (to write predictions).
+      2D formats stack a patient's slices along D (one image: D = 1).
+    label: uint8 (H, W, D) in `case.label_values` (after `case.label_map`),
+      or None.
+    affine: float64 (4, 4) voxel-to-world matrix of the first channel (RAS,
+      as NIfTI; pixel spacing on the diagonal for 2D formats).
+    header: the nibabel header of the first channel (to write predictions);
+      None for formats other than NIfTI.
     case_id: the case name.
     modalities: the channel names, in order.
   """
@@ -132,6 +179,10 @@ def discover_cases(root: str) -> list[Case]:
   datalist = os.path.join(root, 'dataset.json')
   if os.path.isfile(datalist):
     return _datalist_cases(datalist)
+  from jaxseg.data import formats  # pylint: disable=g-import-not-at-top
+  layout = formats.detect_layout(root)
+  if layout is not None:
+    return layout.discover(root)
   cases = []
   for name in sorted(os.listdir(root)):
     folder = os.path.join(root, name)
@@ -145,8 +196,8 @@ def discover_cases(root: str) -> list[Case]:
         root,
         'no cases found: expected a datalist (dataset.json or a .json path), '
         'BraTS 2018-21 case folders (<id>/<id>_flair.nii.gz, _t1, _t1ce, _t2, '
-        '_seg) or BraTS 2023+ case folders (<id>/<id>-t2f.nii.gz, -t1n, -t1c, '
-        '-t2w, -seg)')
+        '_seg), BraTS 2023+ case folders (<id>/<id>-t2f.nii.gz, -t1n, -t1c, '
+        '-t2w, -seg), or one of: ' + formats.describe_layouts())
   return cases
 
 
@@ -224,11 +275,41 @@ def _folder_case(folder: str) -> Case | None:
       source=folder)
 
 
-def _datalist_convention(
-    labels: Any, where: str) -> tuple[tuple[int, ...], int | None]:
-  """Label values and the enhancing-tumour value from the "labels" dict."""
+# Words in a datalist's label names -> the BraTS 2017+ value of that region.
+_LABEL_WORDS = (
+    (('background', 'healthy', 'normal'), 0),
+    (('non-enhancing', 'non enhancing', 'nonenhancing', 'necro', 'ncr', 'net',
+      'core'), 1),
+    (('edema', 'oedema', 'ed', 'peritumoral'), 2),
+    (('enhancing', 'et'), 4),
+)
+
+
+def _brats_value(name: str) -> int | None:
+  """'non-enhancing tumor' -> 1, 'edema' -> 2, 'enhancing tumour' -> 4."""
+  name = str(name).strip().lower()
+  words = name.replace('/', ' ').replace('_', ' ').replace('-', ' ').split()
+  for keys, value in _LABEL_WORDS:
+    for key in keys:
+      if (' ' in key or '-' in key) and key in name:
+        return value
+      if key in words or (len(key) > 3 and any(w.startswith(key) for w in words)):
+        return value
+  return None
+
+
+def label_convention(labels: Any, where: str
+                         ) -> tuple[tuple[int, ...], int | None,
+                                    tuple[tuple[int, int], ...]]:
+  """(label values, enhancing-tumour value, label_map) from the "labels" dict.
+
+  Names are matched to BraTS regions, so the Decathlon's Task01 order
+  (1 oedema, 2 non-enhancing, 3 enhancing) is mapped to BraTS 2017+ values
+  (2, 1, 4); BraTS 2017+ ({1, 2, 4}) and BraTS 2023+ ({1, 2, 3}) conventions
+  are kept as they are. Two values are a binary mask.
+  """
   if labels is None:
-    return BRATS19_LABELS, 4
+    return BRATS19_LABELS, 4, ()
   if not isinstance(labels, dict):
     raise InputError(where, '"labels" must be a dict like {"0": "background"}')
   try:
@@ -237,7 +318,14 @@ def _datalist_convention(
     raise InputError(where, f'"labels" keys must be integers, got '
                      f'{sorted(labels)}') from None
   if len(values) <= 2:
-    return values, None
+    return values, None, ()
+  named = {int(k): _brats_value(v) for k, v in labels.items()}
+  if None not in named.values() and len(set(named.values())) == len(named):
+    mapping = tuple(sorted(named.items()))
+    if all(d == v for d, v in mapping):
+      return values, 4, ()                            # BraTS 2017-21
+    if dict(mapping) != {0: 0, 1: 1, 2: 2, 3: 4}:     # not BraTS 2023+
+      return tuple(sorted(named.values())), 4, mapping
   et = None
   for key, name in labels.items():
     name = str(name).lower()
@@ -245,7 +333,7 @@ def _datalist_convention(
       et = int(key)
   if et is None:
     et = 4 if 4 in values else max(values)
-  return values, et
+  return values, et, ()
 
 
 def _case_id_from_path(path: str, modalities: Sequence[str]) -> str:
@@ -291,7 +379,8 @@ def _datalist_cases(path: str) -> list[Case]:
       raise InputError(path, f'"modality" names repeat: {names}')
   else:
     raise InputError(path, '"modality" must be a dict like {"0": "FLAIR"}')
-  label_values, et_label = _datalist_convention(data.get('labels'), path)
+  label_values, et_label, label_map = label_convention(data.get('labels'),
+                                                          path)
   base = os.path.dirname(os.path.abspath(path))
 
   def resolve(p: Any, what: str, index: int, split: str) -> str:
@@ -323,13 +412,17 @@ def _datalist_cases(path: str) -> list[Case]:
         raise InputError(path, f'{split}[{i}] "image" must be a path or a '
                          'non-empty list of paths')
       paths = [resolve(p, 'image', i, split) for p in paths]
+      channel_index = None
       if names is None:
         mods = [f'ch{c}' for c in range(len(paths))]
+      elif len(paths) == 1 and len(names) > 1:
+        # One 4D (H, W, D, C) file, as the Decathlon's imagesTr.
+        mods = names
+        paths = paths * len(names)
+        channel_index = {m: c for c, m in enumerate(names)}
       elif len(names) != len(paths):
-        extra = (' (4D multi-channel files are not supported: give one 3D '
-                 'file per channel)' if len(paths) == 1 else '')
         raise InputError(path, f'{split}[{i}] lists {len(paths)} image files '
-                         f'but "modality" names {len(names)} channels{extra}')
+                         f'but "modality" names {len(names)} channels')
       else:
         mods = names
       label = entry.get('label')
@@ -348,7 +441,9 @@ def _datalist_cases(path: str) -> list[Case]:
           label_values=label_values,
           et_label=et_label,
           split=split,
-          source=path))
+          source=path,
+          channel_index=channel_index,
+          label_map=label_map))
   if not cases:
     raise InputError(path, 'the datalist has no entries')
   return cases
@@ -369,9 +464,17 @@ def _open(path: str) -> nib.Nifti1Image:
     raise InputError(path, f'cannot read NIfTI: {_reason(e)}') from None
 
 
-def _shape3d(img, path: str) -> tuple[int, int, int]:
-  """The spatial shape; trailing singleton dimensions are accepted."""
+def _shape3d(img, path: str, multichannel: bool = False) -> tuple[int, int, int]:
+  """The spatial shape; trailing singleton dimensions are accepted.
+
+  With `multichannel` the file is 4D (H, W, D, C) and C is dropped.
+  """
   shape = tuple(int(s) for s in img.shape)
+  if multichannel:
+    if len(shape) != 4:
+      raise InputError(path, f'expected a 4D (H, W, D, channels) volume, got '
+                       f'shape {shape}')
+    return shape[:3]
   while len(shape) > 3 and shape[-1] == 1:
     shape = shape[:-1]
   if len(shape) != 3:
@@ -379,16 +482,21 @@ def _shape3d(img, path: str) -> tuple[int, int, int]:
   return shape
 
 
-def _read(img, path: str, shape, dtype=None) -> np.ndarray:
-  """Reads the voxels (scaled) without a float64 copy."""
+def _read(img, path: str, shape, dtype=None, channel: int | None = None
+          ) -> np.ndarray:
+  """Reads the voxels (scaled) without a float64 copy; one channel of a 4D file."""
   try:
-    data = np.asanyarray(img.dataobj, dtype=dtype)
+    if channel is None:
+      data = np.asanyarray(img.dataobj, dtype=dtype)
+    else:
+      data = np.asarray(img.dataobj[..., channel], dtype=dtype)
   except _READ_ERRORS as e:
     raise InputError(path, f'cannot read NIfTI: {_reason(e)}') from None
   return data.reshape(shape)
 
 
-def _check_finite(data: np.ndarray, path: str):
+def check_finite(data: np.ndarray, path: str):
+  """InputError naming `path` if a float array holds NaN or Inf."""
   if data.dtype.kind == 'f':
     bad = data.size - int(np.count_nonzero(np.isfinite(data)))
     if bad:
@@ -420,11 +528,27 @@ def _open_checked(case: Case, paths: Sequence[str]):
   Returns:
     (channel images, label image or None, (H, W, D)); no voxels are read.
   """
-  imgs = [_open(p) for p in paths]
-  shape = _shape3d(imgs[0], paths[0])
+  multichannel = case.channel_index is not None
+  opened = {}
+  for p in paths:                 # a 4D file is opened once for all channels
+    if p not in opened:
+      opened[p] = _open(p)
+  imgs = [opened[p] for p in paths]
+  shape = _shape3d(imgs[0], paths[0], multichannel)
   affine = np.asarray(imgs[0].affine, np.float64)
   for img, p in zip(imgs[1:], paths[1:]):
-    _check_same_grid(img, p, shape, affine, paths[0])
+    if multichannel:
+      if _shape3d(img, p, True) != shape:
+        raise InputError(p, f'shape differs from {shape} of {paths[0]}')
+    else:
+      _check_same_grid(img, p, shape, affine, paths[0])
+  if multichannel:
+    for p, img in opened.items():
+      channels = img.shape[3]
+      wanted = [case.channel_index[m] for m, q in case.images.items() if q == p]
+      if wanted and max(wanted) >= channels:
+        raise InputError(p, f'has {channels} channels, the datalist names '
+                         f'{max(wanted) + 1}')
   label_img = None
   if case.label is not None:
     label_img = _open(case.label)
@@ -433,24 +557,41 @@ def _open_checked(case: Case, paths: Sequence[str]):
   return imgs, label_img, shape
 
 
+def _where(case: Case) -> str:
+  return case.source or (os.path.dirname(next(iter(case.images.values())))
+                         if case.images else case.case_id)
+
+
+def _check_modalities(case: Case, modalities: Sequence[str]) -> list[str]:
+  """The canonical names of `modalities`; InputError if the case lacks one."""
+  mods = [canonical_modality(m) for m in modalities]
+  if not mods:
+    raise InputError(_where(case), 'no modalities requested')
+  if list(case.images) == [GREY] and len(mods) == 1:
+    return [GREY]      # a grey image of unnamed sequence serves one channel
+  for m in mods:
+    if m not in case.images:
+      has = ', '.join(case.images) or 'none'
+      raise InputError(_where(case), f"case {case.case_id} has no '{m}' "
+                       f'channel (has: {has})')
+  return mods
+
+
 def check_case(case: Case, modalities: Sequence[str]) -> tuple[int, int, int]:
   """Checks a case's files from their headers alone; returns (H, W, D).
 
   The cheap half of `load_case` (every channel present, readable headers,
   one shape and affine), to vet a whole set before any output is written.
   """
-  mods = [canonical_modality(m) for m in modalities]
-  where = case.source or case.case_id
-  for m in mods:
-    if m not in case.images:
-      has = ', '.join(case.images) or 'none'
-      raise InputError(where, f"case {case.case_id} has no '{m}' channel "
-                       f'(has: {has})')
+  mods = _check_modalities(case, modalities)
+  if case.reader != 'nifti':
+    from jaxseg.data import formats  # pylint: disable=g-import-not-at-top
+    return formats.reader(case.reader).check(case, mods)
   return _open_checked(case, [case.images[m] for m in mods])[2]
 
 
 def load_case(case: Case, modalities: Sequence[str]) -> Volume:
-  """Reads and checks one case.
+  """Reads and checks one case, in whatever format its reader handles.
 
   Args:
     case: from `discover_cases`.
@@ -460,28 +601,24 @@ def load_case(case: Case, modalities: Sequence[str]) -> Volume:
   Returns:
     A `Volume`: image float32 (H, W, D, C), label uint8 (H, W, D) or None.
   """
-  where = case.source or (os.path.dirname(next(iter(case.images.values())))
-                          if case.images else case.case_id)
-  mods = [canonical_modality(m) for m in modalities]
-  if not mods:
-    raise InputError(where, 'no modalities requested')
-  for m in mods:
-    if m not in case.images:
-      has = ', '.join(case.images) or 'none'
-      raise InputError(where, f"case {case.case_id} has no '{m}' channel "
-                       f'(has: {has})')
+  mods = _check_modalities(case, modalities)
+  if case.reader != 'nifti':
+    from jaxseg.data import formats  # pylint: disable=g-import-not-at-top
+    return formats.reader(case.reader).load(case, mods)
   paths = [case.images[m] for m in mods]
   imgs, label_img, shape = _open_checked(case, paths)
 
   image = np.empty(shape + (len(paths),), np.float32)
-  for c, (img, p) in enumerate(zip(imgs, paths)):
-    data = _read(img, p, shape, np.float32)
-    _check_finite(data, p)
+  index = case.channel_index
+  for c, (m, img, p) in enumerate(zip(mods, imgs, paths)):
+    data = _read(img, p, shape, np.float32,
+                 None if index is None else index[m])
+    check_finite(data, p)
     image[..., c] = data
 
   label = None
   if label_img is not None:
-    label = _check_label(_read(label_img, case.label, shape), case)
+    label = check_label(_read(label_img, case.label, shape), case)
   return Volume(
       image=image,
       label=label,
@@ -491,11 +628,17 @@ def load_case(case: Case, modalities: Sequence[str]) -> Volume:
       modalities=tuple(mods))
 
 
-def _check_label(data: np.ndarray, case: Case) -> np.ndarray:
-  """Rounds a float label, checks its values, returns uint8 (H, W, D)."""
-  path = case.label
+def check_label(data: np.ndarray, case: Case, path: str | None = None
+                ) -> np.ndarray:
+  """Checks a label read from disk; returns it uint8 in `case.label_values`.
+
+  A float label is rounded (voxels further than 1e-3 from an integer are an
+  error); values outside `case.disk_values` are an error; `case.label_map` is
+  then applied. `path` (default `case.label`) is named in errors.
+  """
+  path = path or case.label
   if data.dtype.kind == 'f':
-    _check_finite(data, path)
+    check_finite(data, path)
     rounded = np.rint(data)
     off = np.abs(data - rounded) > _LABEL_ATOL
     if off.any():
@@ -505,10 +648,16 @@ def _check_label(data: np.ndarray, case: Case) -> np.ndarray:
     data = rounded
   elif data.dtype.kind not in 'iub':
     raise InputError(path, f'label dtype {data.dtype} is not numeric')
-  allowed = np.asarray(case.label_values)
+  allowed = np.asarray(case.disk_values)
   bad = ~np.isin(data, allowed)
   if bad.any():
     values = [int(v) for v in np.unique(data[bad])[:10]]
     raise InputError(path, f'label values {values} outside the convention '
-                     f'{tuple(case.label_values)}')
-  return data.astype(np.uint8)
+                     f'{tuple(case.disk_values)}')
+  if not case.label_map:
+    return data.astype(np.uint8)
+  out = np.zeros(data.shape, np.uint8)
+  for disk, value in case.label_map:
+    if value:
+      out[data == disk] = value
+  return out
