@@ -149,6 +149,18 @@ def get_config():
   # 'float32', or 'bfloat16': the forward and backward pass in bf16 on
   # float32 master weights (the loss and the optimiser stay float32).
   config.train.precision = 'float32'
+  # Split each global batch into this many micro-batches, run one after the
+  # other, and apply their mean gradient once: a global batch larger than
+  # memory allows. Batch norm then sees micro-batches (batch / steps).
+  config.train.grad_accum_steps = 1
+
+  # The device mesh (jaxseg/parallel.py): axes ('data', 'spatial') over every
+  # device of every process. Batches are split over 'data'; 3D inputs also
+  # split their depth axis over 'spatial' (XLA exchanges the halos), for
+  # volumes too large for one device. data=-1: all devices left.
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1
+  config.mesh.spatial = 1
 
   # Whole-volume inference (evaluation and --mode=predict), see
   # jaxseg/inference.py.

@@ -7,6 +7,11 @@
         --mode=predict --input=cases/ --output=predictions/
     python -m jaxseg.main --config=configs/brats19_resunet.py --workdir=runs/x \
         --config.optimizer.learning_rate=1e-3
+    python -m jaxseg.main ... --coordinator_address=node0:1234 \
+        --num_processes=2 --process_id=0      # one of several processes
+
+Several processes (hosts) run the same command; see `launch/` and
+jaxseg/parallel.py. Under SLURM (`srun`) and on TPU pods no flags are needed.
 
 Bad input (a missing or corrupt file, wrong shapes, NaN voxels, unknown label
 values, an unknown config key) ends the run with one line naming the file or
@@ -44,6 +49,13 @@ flags.DEFINE_string('input', None, 'evaluate/predict: a case folder, a folder '
                     'of cases or a datalist .json.')
 flags.DEFINE_string('output', None, 'evaluate/predict: the folder for the '
                     'scores or the predicted NIfTI files and PNGs.')
+flags.DEFINE_string('coordinator_address', None, 'Multi-process runs: '
+                    'host:port of process 0 (or JAXSEG_COORDINATOR_ADDRESS); '
+                    'not needed under SLURM or on a Cloud TPU pod.')
+flags.DEFINE_integer('num_processes', None, 'Multi-process runs: the number '
+                     'of processes (or JAXSEG_NUM_PROCESSES).')
+flags.DEFINE_integer('process_id', None, 'Multi-process runs: this process, '
+                     '0 .. num_processes - 1 (or JAXSEG_PROCESS_ID).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -60,12 +72,12 @@ def run(config, workdir: str, mode: str, input_path: str | None = None,
     if not output_dir:
       output_dir = os.path.join(workdir, 'eval',
                                 os.path.basename(os.path.normpath(input_path)))
-    mesh = parallel.make_mesh()
+    mesh = parallel.make_mesh(config.get('mesh'))
     state = train.load_best_state(config, workdir, mesh)
     return evaluate.evaluate_input(config, workdir, state, mesh, input_path,
                                    output_dir)
   predict.check_same_view(config, workdir)
-  mesh = parallel.make_mesh()
+  mesh = parallel.make_mesh(config.get('mesh'))
   state = train.load_best_state(config, workdir, mesh)
   return evaluate.evaluate_workdir(config, workdir, state, mesh,
                                    eval_fn=train.make_eval_fn(config))
@@ -77,9 +89,11 @@ def main(argv):
   cli.setup()
   workdir = FLAGS.workdir
   existed = os.path.exists(workdir)
-  logging.info('JAX devices: %s (process %d of %d)', jax.devices(),
-               jax.process_index(), jax.process_count())
   try:
+    parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                        FLAGS.process_id)
+    logging.info('JAX devices: %s (process %d of %d)', jax.devices(),
+                 jax.process_index(), jax.process_count())
     run(FLAGS.config, workdir, FLAGS.mode, FLAGS.input, FLAGS.output)
   except InputError as e:
     # Leave no half-written workdir behind: remove one this run created.

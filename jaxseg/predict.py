@@ -427,7 +427,7 @@ def run_predict(config, workdir: str, input_path: str, output_dir: str,
                      'an --output folder')
   check_same_view(config, workdir)
   cases = input_cases(input_path, config.data.modalities)
-  mesh = parallel.make_mesh()
+  mesh = parallel.make_mesh(config.get('mesh'))
   state = load_state(config, workdir, mesh)
   check_mc_model(state, config)
   check_output_folder(output_dir)

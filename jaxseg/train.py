@@ -146,27 +146,78 @@ def _mask(batch):
       batch['target'].shape[:-1])
 
 
-def train_step(state: TrainState, batch: dict, dropout_key, *, loss_fn,
-               activation: str):
-  """One optimisation step on a (global) batch; returns the state and metrics."""
-  key = jax.random.fold_in(dropout_key, state.step)
+def _grads_and_metrics(state: TrainState, params, batch_stats, batch: dict,
+                       key, loss_fn, activation: str):
+  """Gradients, new batch statistics and metrics of one (micro-)batch."""
 
   def compute_loss(params):
     logits, updates = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
+        {'params': params, 'batch_stats': batch_stats}, batch['image'],
         train=True, rngs={'dropout': key}, mutable=['batch_stats'])
     loss = loss_fn(logits, batch['target'], _mask(batch))
     return loss, (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(
-      compute_loss, has_aux=True)(state.params)
-  state = state.apply_gradients(grads=grads,
-                                batch_stats=updates.get('batch_stats', {}))
+      compute_loss, has_aux=True)(params)
   step_metrics = metrics.SegMetrics.single_from_model_output(
       loss=loss, logits=main_head(logits), targets=batch['target'],
-      mask=_mask(batch),
-      activation=activation)
-  return state, step_metrics
+      mask=_mask(batch), activation=activation)
+  return grads, updates.get('batch_stats', {}), step_metrics
+
+
+def micro_batches(batch: dict, steps: int) -> dict:
+  """(B, ...) -> (steps, B / steps, ...); micro-batch j holds rows j, j + steps, ...
+
+  Taking every `steps`-th row keeps each device's rows on that device when
+  the batch is split over devices in contiguous blocks (B / devices a
+  multiple of `steps`), so no rows move between devices.
+  """
+  def split(x):
+    x = x.reshape((x.shape[0] // steps, steps) + x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)
+  return jax.tree.map(split, batch)
+
+
+def train_step(state: TrainState, batch: dict, dropout_key, *, loss_fn,
+               activation: str, grad_accum_steps: int = 1):
+  """One optimisation step on a (global) batch; returns the state and metrics.
+
+  With `grad_accum_steps` k > 1 the batch runs as k micro-batches in a
+  `lax.scan` (activations of one micro-batch in memory at a time); their
+  mean gradient is applied once, batch statistics are updated after each
+  micro-batch, and the metrics are merged over them. For a loss that is a
+  mean over samples this is the gradient of the whole batch.
+  """
+  key = jax.random.fold_in(dropout_key, state.step)
+  if grad_accum_steps == 1:
+    grads, batch_stats, step_metrics = _grads_and_metrics(
+        state, state.params, state.batch_stats, batch, key, loss_fn,
+        activation)
+    return state.apply_gradients(grads=grads,
+                                 batch_stats=batch_stats), step_metrics
+
+  def body(carry, inputs):
+    grad_sum, batch_stats, merged = carry
+    index, micro = inputs
+    grads, batch_stats, step_metrics = _grads_and_metrics(
+        state, state.params, batch_stats, micro,
+        jax.random.fold_in(key, index), loss_fn, activation)
+    grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+    return (grad_sum, batch_stats, merged.merge(step_metrics)), None
+
+  micro = micro_batches(batch, grad_accum_steps)
+  first = jax.tree.map(lambda x: x[0], micro)
+  # The metrics' pytree structure, zeroed, as the scan's starting value.
+  empty = jax.tree.map(jnp.zeros_like, jax.eval_shape(
+      lambda: _grads_and_metrics(state, state.params, state.batch_stats,
+                                 first, key, loss_fn, activation)[2]))
+  zeros = jax.tree.map(jnp.zeros_like, state.params)
+  (grad_sum, batch_stats, step_metrics), _ = jax.lax.scan(
+      body, (zeros, state.batch_stats, empty),
+      (jnp.arange(grad_accum_steps), micro))
+  grads = jax.tree.map(lambda g: g / grad_accum_steps, grad_sum)
+  return state.apply_gradients(grads=grads,
+                               batch_stats=batch_stats), step_metrics
 
 
 def eval_step(state: TrainState, batch: dict, *, loss_fn, activation: str):
@@ -189,7 +240,7 @@ class LoopState:
   stopped_early: bool = False
   plateau: dict = dataclasses.field(default_factory=dict)
   early_stopping: dict = dataclasses.field(default_factory=dict)
-  data_iterator: str = ''        # Grain iterator state
+  data_iterator: str = ''        # Grain iterator state (JSON)
   train_seconds: float = 0.0
 
 
@@ -238,6 +289,21 @@ class Progress:
             f'{left / 60:.1f} min left')
 
 
+def check_grad_accum(train_config, mesh) -> int:
+  """`train.grad_accum_steps`, checked against the batch and the mesh."""
+  steps = train_config.get('grad_accum_steps', 1)
+  per_device = train_config.batch_size // parallel.data_size(mesh)
+  if not isinstance(steps, int) or steps < 1:
+    raise InputError('config.train.grad_accum_steps',
+                     f'must be a positive integer, got {steps!r}')
+  if per_device % steps:
+    raise InputError('config.train.grad_accum_steps',
+                     f'{steps} does not divide the {per_device} rows each of '
+                     f'the {parallel.data_size(mesh)} data-parallel devices '
+                     f'gets of the batch of {train_config.batch_size}')
+  return steps
+
+
 def train_input_shape(config, source) -> tuple:
   """The shape of one training input: a record's, or (*patch_size, C) in 3D."""
   shape = tuple(source[0]['image'].shape)
@@ -268,9 +334,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs training and the final evaluation; returns the results dictionary."""
   config_base.check_config(config)
   dataset.check_config(config.data)
-  mesh = parallel.make_mesh()
+  mesh = parallel.make_mesh(config.get('mesh'))
   parallel.check_batch_size(config.train.batch_size, mesh)
-  parallel.check_batch_size(config.train.eval_batch_size, mesh)
+  parallel.check_batch_size(config.train.eval_batch_size, mesh,
+                            'config.train.eval_batch_size')
+  accum_steps = check_grad_accum(config.train, mesh)
   model = build_model(config)
   loss_fn = losses.build(config.loss)
   optim.check_config(config)
@@ -338,10 +406,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       label_mode=config.data.label_mode)
   iterator = iter(loader)
   if loop.data_iterator:
-    iterator.set_state(loop.data_iterator.encode())
+    iterator.set_state(json.loads(loop.data_iterator))
 
-  p_train = jax.jit(functools.partial(train_step, loss_fn=loss_fn,
-                                      activation=activation), donate_argnums=0)
+  p_train = jax.jit(functools.partial(
+      train_step, loss_fn=loss_fn, activation=activation,
+      grad_accum_steps=accum_steps), donate_argnums=0)
   p_eval = jax.jit(functools.partial(eval_step, loss_fn=loss_fn,
                                      activation=activation))
   total_steps = steps_per_epoch * config.train.num_epochs
@@ -366,7 +435,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         writer.write_scalars(step, {'train/step_loss': loss})
       interrupted = halt_at and step >= halt_at
       if (every and step % every == 0) or interrupted:
-        loop.data_iterator = iterator.get_state().decode()
+        loop.data_iterator = json.dumps(iterator.get_state())
         loop.train_seconds = time.time() - t_start
         save_checkpoint(latest, state, loop)
       if interrupted:
@@ -399,7 +468,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if stopper is not None:
       loop.stopped_early = stopper.update(monitored)
       loop.early_stopping = stopper.state()
-    loop.data_iterator = iterator.get_state().decode()
+    loop.data_iterator = json.dumps(iterator.get_state())
     loop.train_seconds = time.time() - t_start
     # An improving epoch is written once, as the best; resuming takes the
     # newer of the latest and the best checkpoint.

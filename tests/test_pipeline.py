@@ -117,23 +117,21 @@ def test_dataset_normalisation_uses_the_training_cases_only(tmp_path):
   assert dataset.prepare(config.data, str(tmp_path / 'run'), seed=0) == info
 
 
-def test_worker_processes_are_reproducible_and_resumable(tmp_path):
-  """With worker processes each worker batches its own stride of the record
-  stream, so batches depend on worker_count; for a fixed count they are
-  reproducible and resumable."""
+def test_worker_processes_see_the_single_process_stream_and_resume(tmp_path):
+  """Batches do not depend on the number of Grain worker processes."""
   from absl import flags
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   source = _written_split(tmp_path)
-  make = lambda: iter(pipeline.train_loader(
+  make = lambda workers: iter(pipeline.train_loader(
       source, global_batch_size=8, seed=0, augment=augment.AugmentConfig(),
-      worker_count=2))
-  first = _batches(make(), 5)
-  second = make()
-  for a, b in zip(first, _batches(second, 5)):
+      worker_count=workers))
+  single = _batches(make(0), 5)
+  second = make(2)
+  for a, b in zip(single, _batches(second, 5)):
     np.testing.assert_array_equal(a, b)
   state = second.get_state()
-  third = make()
+  third = make(2)
   third.set_state(state)
   np.testing.assert_array_equal(_batches(third, 1)[0], _batches(second, 1)[0])
 
@@ -148,3 +146,17 @@ def test_a_workdir_prepared_with_other_data_settings_is_refused(tmp_path):
   config.data.image_size = 64
   with pytest.raises(InputError, match='image_size=32.*64.*new --workdir'):
     dataset.prepare(config.data, str(tmp_path / 'run'), seed=0)
+
+
+def test_processes_split_the_single_process_batches(tmp_path):
+  """Process p of n yields rows [p B/n, (p+1) B/n) of each global batch."""
+  source = _written_split(tmp_path)
+  make = lambda p, n: iter(pipeline.train_loader(
+      source, global_batch_size=8, seed=3, augment=augment.AugmentConfig(),
+      process_index=p, process_count=n))
+  single = _batches(make(0, 1), 6)
+  for n in (2, 4):
+    parts = [_batches(make(p, n), 6) for p in range(n)]
+    for k in range(6):
+      np.testing.assert_array_equal(
+          np.concatenate([part[k] for part in parts]), single[k])

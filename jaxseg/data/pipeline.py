@@ -20,6 +20,7 @@ import tempfile
 from typing import Iterator, Sequence
 
 import grain
+import jax
 import numpy as np
 
 from jaxseg.data import augment as augment_lib
@@ -104,7 +105,8 @@ def write_splits(splits: dict[str, PreparedSplit], out_dir: str,
   """Writes `out_dir/<name>/` for every split, and `extra` {file name: JSON}.
 
   The folder appears whole (written to a temporary sibling, then renamed) or
-  not at all.
+  not at all. When another process of a multi-process run on a shared file
+  system renamed its (identical) folder first, this one's is discarded.
   """
   parent = os.path.dirname(os.path.abspath(out_dir))
   os.makedirs(parent, exist_ok=True)
@@ -119,7 +121,12 @@ def write_splits(splits: dict[str, PreparedSplit], out_dir: str,
     for filename, content in (extra or {}).items():
       with open(os.path.join(tmp, filename), 'w') as f:
         json.dump(content, f, indent=1)
-    os.rename(tmp, out_dir)
+    try:
+      os.rename(tmp, out_dir)
+    except OSError:
+      if not os.path.isdir(out_dir):
+        raise
+      shutil.rmtree(tmp, ignore_errors=True)   # another process was first
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
@@ -171,32 +178,45 @@ def train_loader(source: SliceSource, *, global_batch_size: int, seed: int,
                  worker_count: int = 0,
                  patch_size: Sequence[int] | None = None,
                  foreground_fraction: float = 0.0,
-                 label_mode: str = 'binary') -> grain.DataLoader:
-  """An endless, shuffled (a new order each epoch), augmented batch loader.
+                 label_mode: str = 'binary',
+                 process_index: int | None = None,
+                 process_count: int | None = None) -> grain.IterDataset:
+  """An endless, shuffled (a new order each epoch), augmented batch stream.
 
   With `patch_size` (3D records), each record is first cut to a random
   patch; `foreground_fraction` of the patches are centred on a tumour voxel
   (a target channel > 0; in 'multiclass' mode the non-background classes).
 
-  Each JAX process reads its own 1/process_count share of every global batch
-  (ShardByJaxProcess), so the loader works unchanged on several hosts.
+  One global record stream, the same for any number of processes and
+  workers: a seeded shuffle per epoch, and augmentation draws seeded by the
+  record's position in that stream. Global batch k is rows [k B, (k+1) B);
+  process p of n yields its rows [k B + p B/n, k B + (p+1) B/n) (the rows
+  `parallel.to_global` expects), so a run on n hosts or with w Grain worker
+  processes sees the batches a single process sees. Iterate with `iter()`;
+  the iterator's `get_state()` / `set_state()` resume it.
   """
-  shard = grain.sharding.ShardByJaxProcess(drop_remainder=True)
-  local_batch = global_batch_size // shard.shard_count
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(source), shard_options=shard, shuffle=True,
-      num_epochs=None, seed=seed)
-  operations = []
+  p = jax.process_index() if process_index is None else process_index
+  n = jax.process_count() if process_count is None else process_count
+  if global_batch_size % n:
+    raise ValueError(f'batch {global_batch_size} does not split over {n} '
+                     'processes')
+  local_batch = global_batch_size // n
+  ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
   if patch_size:
-    operations.append(augment_lib.RandomPatch(
+    ds = ds.random_map(augment_lib.RandomPatch(
         tuple(patch_size), foreground_fraction=foreground_fraction,
         foreground_channels=(slice(1, None) if label_mode == 'multiclass'
                              else None)))
   if augment:
-    operations.append(augment_lib.AugmentSlices(augment))
-  operations.append(grain.transforms.Batch(local_batch, drop_remainder=True))
-  return grain.DataLoader(data_source=source, sampler=sampler,
-                          operations=operations, worker_count=worker_count)
+    ds = ds.random_map(augment_lib.AugmentSlices(augment))
+  # Chunks of local_batch rows of the global stream; this process's are
+  # every n-th, from the p-th.
+  ds = ds.batch(local_batch, drop_remainder=True)[p::n]
+  stream = ds.to_iter_dataset()
+  if worker_count:
+    stream = stream.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=worker_count))
+  return stream
 
 
 def eval_batches(source: SliceSource, batch_size: int) -> Iterator[dict]:

@@ -1,0 +1,62 @@
+"""Trains the tiny seed-002 run for a few steps as one of several processes.
+
+    python tests/multiprocess_train.py WORKDIR OUT.npz STEPS [PORT NUM PID]
+
+Run by tests/test_multihost.py: once alone and as 2 processes on this
+machine (CPU collectives over gloo), on the same global batch. Every process
+trains, checkpoints with Orbax and restores; process 0 writes the restored
+parameters to OUT.npz.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+from conftest import load_config, tiny  # pylint: disable=g-import-not-at-top
+from jaxseg import optim
+from jaxseg import parallel
+from jaxseg import train
+
+
+def main(argv):
+  workdir, out, steps = argv[1], argv[2], int(argv[3])
+  if len(argv) > 4:
+    port, num, pid = argv[4:7]
+    assert parallel.initialize(f'localhost:{port}', int(num), int(pid))
+  config = tiny(load_config())
+  config.train.halt_after_steps = steps
+  config.train.steps_per_epoch = steps + 1
+  config.data.cache_dir = os.path.join(os.path.dirname(workdir), 'cache')
+  train.train_and_evaluate(config, workdir)
+  # Restore what was written, on this process's mesh.
+  mesh = parallel.make_mesh(config.mesh)
+  model = train.build_model(config)
+  tx = optim.build_for_run(config, config.train.steps_per_epoch)
+  source_shape = (config.data.image_size, config.data.image_size,
+                  len(config.data.modalities))
+  # The run's own initial parameters (train.py splits key(seed) the same way).
+  init_key = jax.random.split(jax.random.key(config.seed))[0]
+  state = jax.device_put(
+      train.create_train_state(model, tx, init_key, source_shape),
+      parallel.replicated(mesh))
+  initial = jax.device_get(state.params)
+  latest, _ = train._checkpoint_managers(workdir)  # pylint: disable=protected-access
+  restored, loop = train.restore_checkpoint(latest, state)
+  assert int(restored.step) == steps, int(restored.step)
+  params = jax.tree_util.tree_flatten_with_path(
+      jax.device_get(restored.params))[0]
+  moved = max(float(np.max(np.abs(a - b))) for a, b in zip(
+      jax.tree.leaves(jax.device_get(restored.params)), jax.tree.leaves(initial)))
+  assert loop.data_iterator, 'the data iterator position was not saved'
+  if jax.process_index() == 0:
+    np.savez(out, **{jax.tree_util.keystr(k): v for k, v in params},
+             moved_from_init=np.asarray(moved))
+  print('process', jax.process_index(), 'of', jax.process_count(), 'done')
+
+
+if __name__ == '__main__':
+  main(sys.argv)
