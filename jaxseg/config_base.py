@@ -75,6 +75,15 @@ def get_config():
   # Per channel: min-max to [0, 1], ** gamma, back; gamma uniform in the range.
   config.augment.gamma_prob = 0.0
   config.augment.gamma_range = (0.7, 1.5)
+  # Elastic deformation (Simard et al. 2003): a displacement per voxel and
+  # axis drawn U(-1, 1), smoothed by a Gaussian of elastic_sigma voxels and
+  # scaled by elastic_alpha voxels; resampled with the rotation/scaling.
+  config.augment.elastic_prob = 0.0
+  config.augment.elastic_alpha = 30.0
+  config.augment.elastic_sigma = 4.0
+  # Gaussian blur of the image channels, sigma uniform in blur_sigma (voxels).
+  config.augment.blur_prob = 0.0
+  config.augment.blur_sigma = (0.5, 1.5)
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'resunet'   # other keys: the fields of the model

@@ -1,6 +1,11 @@
 """Augmentation: seed-002 probabilities, cut-out sizes, noise moments and
 determinism; rotation/scaling against np.rot90 and scipy.ndimage.rotate;
-intensity and gamma by hand; foreground-centred patches."""
+elastic deformation against the affine path, scipy.ndimage.shift and the
+per-voxel definition; blur against a hand-built kernel and
+scipy.ndimage.gaussian_filter; intensity and gamma by hand;
+foreground-centred patches."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -418,13 +423,291 @@ def test_a_third_of_the_patches_are_centred_on_the_tumour():
   assert abs(centred / n - 0.33) < 0.04
 
 
+# ------------------------------------------------------------------ elastic --
+
+@pytest.mark.parametrize('shape', [(21, 30), (9, 12, 14)])
+def test_elastic_with_a_zero_field_is_the_affine_path_exactly(shape):
+  rng = np.random.default_rng(30)
+  image, target = _random_pair(shape, rng)
+  d = len(shape)
+  zero = np.zeros((d,) + shape, np.float32)
+  for degrees in ([17.0], [90.0], [12.0, -9.0, 5.0], [90.0, 0.0, 90.0]):
+    if len(degrees) != (1 if d == 2 else 3):
+      continue
+    matrix = augment.centred_affine(1.07 * augment.rotation(degrees), shape)
+    out, out_t = augment.deform(image, target, matrix, zero)
+    ref, ref_t = augment.apply_affine(image, target, matrix)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(out_t, ref_t)
+  # alpha 0 draws a zero field; no matrix is the identity.
+  field = augment.elastic_displacement(shape, rng, alpha=0.0, sigma=4.0)
+  out, out_t = augment.deform(image, target, None, field)
+  np.testing.assert_array_equal(out, image)
+  np.testing.assert_array_equal(out_t, target)
+
+
+@pytest.mark.parametrize('shift', [(2, -3), (1, 0, -2), (0.3, -1.6),
+                                   (0.25, 1.5, -0.7)])
+def test_a_constant_field_is_a_translation(shift):
+  shape = (12, 15) if len(shift) == 2 else (8, 9, 10)
+  rng = np.random.default_rng(31)
+  image, target = _random_pair(shape, rng)
+  field = np.stack([np.full(shape, t, np.float32) for t in shift])
+  out, out_t = augment.deform(image, target, None, field)
+  # Output x reads input x + t: scipy.ndimage.shift by -t, 0 outside.
+  for c in range(image.shape[-1]):
+    np.testing.assert_allclose(
+        out[..., c], ndimage.shift(image[..., c], np.negative(shift), order=1,
+                                   mode='constant'), atol=1e-6)
+  for k in range(target.shape[-1]):
+    np.testing.assert_array_equal(
+        out_t[..., k], ndimage.shift(target[..., k], np.negative(shift),
+                                     order=0, mode='constant'))
+  if all(float(t).is_integer() for t in shift):     # by hand: a slice
+    src = tuple(slice(max(int(t), 0), n + min(int(t), 0))
+                for t, n in zip(shift, shape))
+    dst = tuple(slice(max(-int(t), 0), n + min(-int(t), 0))
+                for t, n in zip(shift, shape))
+    expected = np.zeros_like(image)
+    expected[dst] = image[src]
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize('shape', [(40, 44), (20, 22, 24)])
+def test_elastic_labels_are_input_labels_next_to_the_displaced_point(shape):
+  rng = np.random.default_rng(32)
+  d = len(shape)
+  labels = rng.integers(0, 9, size=shape + (1,)).astype(np.float32)
+  image = rng.normal(size=shape + (1,)).astype(np.float32)
+  matrix = augment.centred_affine(
+      1.05 * augment.rotation([10.0] if d == 2 else [10.0, -5.0, 3.0]), shape)
+  field = augment.elastic_displacement(shape, rng, alpha=40.0 if d == 2 else 120.0,
+                                       sigma=3.0)         # std ~2 voxels
+  assert np.abs(field).max() > 1.0              # a real deformation
+  out, out_t = augment.deform(image, labels, matrix, field)
+  # The displaced coordinate of every output voxel, by hand.
+  grid = np.indices(shape, dtype=np.float64).reshape(d, -1)
+  coords = (matrix[:d, :d] @ grid + matrix[:d, d:]).reshape((d,) + shape)
+  coords += field
+  inside = np.all([(c >= 0) & (c <= n - 1) for c, n in zip(coords, shape)], 0)
+  assert inside.mean() > 0.5
+  assert (out_t[~inside] == 0).all() and (out[~inside] == 0).all()
+  low = np.floor(coords).astype(int)
+  neighbours, values = [], []
+  for corner in np.ndindex(*(2,) * d):
+    index = tuple(np.clip(low[a] + corner[a], 0, shape[a] - 1)
+                  for a in range(d))
+    neighbours.append(labels[index + (0,)])
+    values.append(image[index + (0,)])
+  neighbours, values = np.stack(neighbours), np.stack(values)
+  # Each label is one of the 2^d input labels around its point (within 1
+  # voxel), and each image value lies between its neighbours' (linear).
+  assert (neighbours == out_t[..., 0]).any(0)[inside].all()
+  assert (out[..., 0] >= values.min(0) - 1e-5)[inside].all()
+  assert (out[..., 0] <= values.max(0) + 1e-5)[inside].all()
+
+
+def test_upsample_linear_by_hand_and_against_map_coordinates():
+  coarse = np.array([0.0, 2.0, 4.0, 10.0], np.float32)
+  # Nodes at 0, 2, 4, 6; voxels in between halfway.
+  np.testing.assert_array_equal(augment.upsample_linear(coarse, 2, (7,)),
+                                [0, 1, 2, 3, 4, 7, 10])
+  assert augment.coarse_shape((7, 6, 1), 2) == (4, 4, 1)
+  assert augment.coarse_shape((128,), 2) == (65,)
+  rng = np.random.default_rng(33)
+  shape, spacing = (10, 13, 7), 3
+  coarse = rng.normal(size=(2,) + augment.coarse_shape(shape, spacing))
+  out = augment.upsample_linear(coarse, spacing, shape)
+  points = np.indices(shape, dtype=np.float64) / spacing
+  for f in range(2):
+    np.testing.assert_allclose(
+        out[f], ndimage.map_coordinates(coarse[f], points, order=1), atol=1e-12)
+
+
+def _autocorrelation(field, lag):
+  a, b = field[..., :-lag], field[..., lag:]
+  return np.mean(a * b) / np.sqrt(np.mean(a * a) * np.mean(b * b))
+
+
+@pytest.mark.parametrize('shape', [(160, 160), (64, 64, 64)])
+def test_coarse_elastic_field_has_the_statistics_of_the_definition(shape):
+  alpha, sigma = 30.0, 4.0
+  rng = np.random.default_rng(34)
+  d = len(shape)
+  # Theory for U(-1, 1) (variance 1/3) smoothed by the sampled kernel w:
+  # std = alpha * sqrt(sum(w^2) ^ d / 3), away from the borders.
+  x = np.arange(-16, 17)
+  w = np.exp(-0.5 * x ** 2 / sigma ** 2)
+  w /= w.sum()
+  theory = alpha * np.sqrt((w ** 2).sum() ** d / 3)
+  interior = (slice(None),) + (slice(8, -8),) * d   # 2 sigma off 'reflect'
+  assert augment.elastic_spacing(sigma) == 2
+  stats = {}
+  for spacing in (1, 2):            # 1: per voxel, the plain definition
+    fields = np.stack([
+        augment.elastic_displacement(shape, rng, alpha, sigma, spacing)
+        for _ in range(4 if d == 2 else 2)])
+    assert fields.shape[1:] == (d,) + shape and fields.dtype == np.float32
+    inner = fields[(slice(None),) + interior]
+    stats[spacing] = (inner.std(), _autocorrelation(inner, 4),
+                      _autocorrelation(inner, 8))
+  np.testing.assert_allclose(stats[1][0], theory, rtol=0.1)
+  np.testing.assert_allclose(stats[2][0], theory, rtol=0.1)
+  # Correlation at sigma and 2 sigma: exp(-lag^2 / (4 sigma^2)) = 0.78, 0.37.
+  np.testing.assert_allclose(stats[2][1:], stats[1][1:], atol=0.08)
+  np.testing.assert_allclose(stats[1][1:], [np.exp(-0.25), np.exp(-1)],
+                             atol=0.08)
+
+
+# --------------------------------------------------------------------- blur --
+
+def test_blur_of_an_impulse_is_the_truncated_gaussian_kernel():
+  sigma = 1.3
+  radius = int(4 * sigma + 0.5)                  # 5
+  x = np.arange(-radius, radius + 1)
+  kernel = np.exp(-x ** 2 / (2 * sigma ** 2))
+  kernel /= kernel.sum()
+  image = np.zeros((21, 23, 2), np.float32)
+  image[10, 11, 0] = 1.0
+  out = augment.blur(image, sigma)
+  expected = np.zeros((21, 23))
+  expected[10 - radius:11 + radius, 11 - radius:12 + radius] = np.outer(
+      kernel, kernel)
+  np.testing.assert_allclose(out[..., 0], expected, atol=1e-7)
+  assert (out[..., 1] == 0).all() and out.dtype == np.float32   # per channel
+
+
+@pytest.mark.parametrize('shape', [(17, 19, 3), (9, 10, 11, 2)])
+def test_blur_is_gaussian_filter_per_channel(shape):
+  image = np.random.default_rng(35).normal(size=shape).astype(np.float32)
+  out = augment.blur(image, 0.8)
+  for c in range(shape[-1]):
+    np.testing.assert_allclose(out[..., c],
+                               ndimage.gaussian_filter(image[..., c], 0.8),
+                               atol=1e-6)
+
+
+def test_random_blur_draws_one_sigma_per_sample_and_spares_the_label():
+  cfg = augment.AugmentConfig(flip_prob=0, cutout_prob=0, noise_prob=0,
+                              blur_prob=1.0, blur_sigma=(0.5, 1.5))
+  image = np.zeros((31, 31, 2), np.float32)
+  image[15, 15] = 1.0                   # an impulse in both channels
+  target = (np.random.default_rng(36).random((31, 31, 3)) < 0.5).astype(
+      np.float32)
+  rng = np.random.default_rng(37)
+  sigmas = []
+  for _ in range(200):
+    out, out_t = augment.augment_slice(image, target, cfg, rng)
+    np.testing.assert_array_equal(out_t, target)
+    np.testing.assert_array_equal(out[..., 0], out[..., 1])  # one sigma
+    # The peak of a blurred 2D impulse: 1 / (2 pi sigma^2), roughly.
+    profile = out[15, :, 0] / out[15, 15, 0]
+    sigmas.append(np.sqrt(-1 / (2 * np.log(profile[16]))))
+  sigmas = np.array(sigmas)
+  assert 0.45 < sigmas.min() < 0.6 and 1.4 < sigmas.max() < 1.55
+
+
+def test_chain_order_elastic_gamma_blur_noise_on_one_stream():
+  cfg = augment.AugmentConfig(flip_prob=0, cutout_prob=0, noise_prob=1.0,
+                              rotate_prob=1.0, elastic_prob=1.0,
+                              gamma_prob=1.0, blur_prob=1.0)
+  rng = np.random.default_rng(38)
+  image, target = _random_pair((20, 24), rng)
+  out, out_t = augment.augment_slice(image, target, cfg,
+                                     np.random.default_rng(5))
+  # By hand, the documented order on the same generator.
+  rng = np.random.default_rng(5)
+  matrix = augment.random_affine((20, 24), rng, cfg)
+  assert rng.random() < 1.0                     # elastic drawn
+  field = augment.elastic_displacement((20, 24), rng, 30.0, 4.0)
+  x, t = augment.deform(image, target, matrix, field)
+  rng.random(3)                    # flip x, flip y, cut-out: probability 0
+  rng.random()
+  x = augment.gamma(x, rng.uniform(0.7, 1.5, size=2))
+  rng.random()
+  x = augment.blur(x, rng.uniform(0.5, 1.5))
+  rng.random()
+  x = x + rng.normal(0.05, np.sqrt(0.1), x.shape).astype(np.float32)
+  np.testing.assert_array_equal(out, x)
+  np.testing.assert_array_equal(out_t, t)
+
+
+def _issue5_chain(image, target, cfg, rng):
+  """augment_slice as it was before the elastic and blur steps."""
+  matrix = augment.random_affine(image.shape[:-1], rng, cfg)
+  if matrix is not None:
+    image, target = augment.apply_affine(image, target, matrix)
+  for axis in range(image.ndim - 1):
+    if rng.random() < cfg.flip_prob:
+      image, target = np.flip(image, axis), np.flip(target, axis)
+  if rng.random() < cfg.cutout_prob:
+    image = augment.cutout(image, rng, cfg.cutout_max_patches,
+                           cfg.cutout_max_area)
+  channels = image.shape[-1]
+  if rng.random() < cfg.intensity_prob:
+    image = augment.scale_shift(
+        image, rng.uniform(0.9, 1.1, size=channels),
+        rng.uniform(-0.1, 0.1, size=channels))
+  if rng.random() < cfg.gamma_prob:
+    image = augment.gamma(image, rng.uniform(0.7, 1.5, size=channels))
+  if rng.random() < cfg.noise_prob:
+    image = image + rng.normal(cfg.noise_mean, np.sqrt(cfg.noise_variance),
+                               image.shape).astype(np.float32)
+  return image, target
+
+
+@pytest.mark.parametrize('shape', [(16, 20), (6, 8, 10)])
+def test_elastic_and_blur_off_give_the_issue5_stream_and_outputs(shape):
+  cfg = augment.AugmentConfig(flip_prob=0.5, cutout_prob=0.5, noise_prob=0.5,
+                              rotate_prob=0.5, scale_prob=0.5,
+                              intensity_prob=0.5, gamma_prob=0.5)
+  assert cfg.elastic_prob == 0 and cfg.blur_prob == 0
+  image, target = _random_pair(shape, np.random.default_rng(39))
+  for seed in range(10):
+    rng, old_rng = np.random.default_rng(seed), np.random.default_rng(seed)
+    out = augment.augment_slice(image, target, cfg, rng)
+    old = _issue5_chain(image, target, cfg, old_rng)
+    np.testing.assert_array_equal(out[0], old[0])
+    np.testing.assert_array_equal(out[1], old[1])
+    assert rng.random() == old_rng.random()
+
+
+@pytest.mark.parametrize('shape', [(32, 32), (14, 16, 18)])
+def test_targets_stay_binary_and_nested_after_elastic(shape):
+  rng = np.random.default_rng(40)
+  target = _nested_target(shape, rng)
+  image = rng.normal(size=shape + (2,)).astype(np.float32)
+  cfg = augment.AugmentConfig(rotate_prob=1.0, scale_prob=1.0,
+                              elastic_prob=1.0, elastic_alpha=300.0,
+                              elastic_sigma=3.0, blur_prob=1.0)
+  for _ in range(4):
+    out, out_t = augment.augment_slice(image, target, cfg, rng)
+    assert out.shape == image.shape and out.dtype == np.float32
+    assert set(np.unique(out_t)) <= {0.0, 1.0}
+    wt, tc, et = np.moveaxis(out_t, -1, 0)
+    assert (et <= tc).all() and (tc <= wt).all() and et.any()
+
+
 # ------------------------------------------------------------------- config --
 
 @pytest.mark.parametrize('field,value', [
     ('rotate_prob', 1.5), ('gamma_prob', -0.1), ('gamma_range', (0.0, 1.5)),
-    ('gamma_range', (1.5, 0.7)), ('scale_range', 1.0), ('rotate_degrees', -1)])
+    ('gamma_range', (1.5, 0.7)), ('scale_range', 1.0), ('rotate_degrees', -1),
+    ('elastic_prob', 2.0), ('elastic_alpha', -1.0), ('elastic_sigma', 0.0),
+    ('blur_prob', -0.5), ('blur_sigma', (0.0, 1.0)), ('blur_sigma', (2.0, 1.0)),
+    ('blur_sigma', 1.0)])
 def test_bad_augment_config_is_an_input_error(field, value):
   with pytest.raises(InputError, match=f'config.augment.{field}'):
     augment.AugmentConfig(**{field: value})
   with pytest.raises(InputError, match='foreground_fraction'):
     augment.RandomPatch((4, 4, 4), foreground_fraction=1.5)
+
+
+def test_augment_config_mirrors_config_augment():
+  from jaxseg import config_base
+  keys = set(config_base.get_config().augment.keys())
+  fields = {f.name for f in dataclasses.fields(augment.AugmentConfig)}
+  assert keys == fields
+  cfg = augment.AugmentConfig(**config_base.get_config().augment)
+  assert cfg.blur_sigma == (0.5, 1.5) and hash(cfg)      # a jit static
+  assert augment.AugmentConfig(gamma_range=[0.7, 1.5]).gamma_range == (0.7, 1.5)
