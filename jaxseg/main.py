@@ -7,6 +7,8 @@
         --mode=predict --input=cases/ --output=predictions/
     python -m jaxseg.main --config=configs/brats19_resunet.py --workdir=runs/x \
         --config.optimizer.learning_rate=1e-3
+    python -m jaxseg.main --config=configs/brats19_resunet.py --workdir=runs/b \
+        --mode=benchmark          # step time, FLOP/s, utilisation, loader
     python -m jaxseg.main ... --coordinator_address=node0:1234 \
         --num_processes=2 --process_id=0      # one of several processes
 
@@ -28,6 +30,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from jaxseg import benchmark
 from jaxseg import cli
 from jaxseg import config_base
 from jaxseg import evaluate
@@ -40,11 +43,15 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and results.')
-flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict'],
+flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict',
+                                     'benchmark'],
                   'train: train (or resume) then evaluate the best checkpoint; '
                   'evaluate: evaluate the best checkpoint of --workdir on its '
                   'val/test splits, or on the labelled set --input; '
-                  'predict: segment the cases of --input into --output.')
+                  'predict: segment the cases of --input into --output; '
+                  'benchmark: time the training step, loader and FLOP/s '
+                  '(<workdir>/benchmark.json).')
+flags.DEFINE_integer('benchmark_steps', 10, 'benchmark: timed steps.')
 flags.DEFINE_string('input', None, 'evaluate/predict: a case folder, a folder '
                     'of cases or a datalist .json.')
 flags.DEFINE_string('output', None, 'evaluate/predict: the folder for the '
@@ -60,11 +67,15 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def run(config, workdir: str, mode: str, input_path: str | None = None,
-        output_dir: str | None = None):
+        output_dir: str | None = None, benchmark_steps: int = 10):
   """Runs one mode; returns its results (dict) or the written paths (predict)."""
   config_base.check_config(config)
   if mode == 'train':
     return train.train_and_evaluate(config, workdir)
+  if mode == 'benchmark':
+    result = benchmark.run_benchmark(config, workdir, steps=benchmark_steps)
+    print(benchmark.format_table(result))
+    return result
   if mode == 'predict':
     return predict.run_predict(config, workdir, input_path, output_dir,
                                load_state=train.load_best_state)
@@ -94,7 +105,8 @@ def main(argv):
                         FLAGS.process_id)
     logging.info('JAX devices: %s (process %d of %d)', jax.devices(),
                  jax.process_index(), jax.process_count())
-    run(FLAGS.config, workdir, FLAGS.mode, FLAGS.input, FLAGS.output)
+    run(FLAGS.config, workdir, FLAGS.mode, FLAGS.input, FLAGS.output,
+        FLAGS.benchmark_steps)
   except InputError as e:
     # Leave no half-written workdir behind: remove one this run created.
     if not existed and os.path.isdir(workdir):

@@ -1,0 +1,265 @@
+"""`--mode=benchmark`: how fast a config's training step runs on this machine.
+
+    python -m jaxseg.main --config=configs/brats19_resunet.py \
+        --workdir=runs/bench --mode=benchmark
+
+On the config's model, loss, optimiser, batch (`train.batch_size`) and input
+shape (2D: (image_size, image_size, C); 3D: (*patch_size, C), else (depth,
+image_size, image_size, C); C = len(modalities)), with random inputs on the
+mesh of `config.mesh`, the jitted `train.train_step` (as train.py jits it)
+is timed:
+
+  compile_s      lower + compile of the step
+  step_s         median wall time of `steps` steps after `warmup` steps,
+                 each ended by block_until_ready
+  items_per_s    images/s (2D) or voxels/s (3D) of the global batch
+  peak_memory    `device.memory_stats()['peak_bytes_in_use']` summed over
+                 local devices (None where the backend has none, e.g. CPU)
+  step_flops     XLA's cost analysis of the compiled step ('flops'; for a
+                 sharded step, one device's program times the device count)
+  flops_per_s    step_flops / step_s
+  peak_flops_per_s  a float32 n x n matmul on one device, measured in the
+                 same run: 2 n^3 / its median time (n = 4096 on GPU/TPU, 1024
+                 on CPU); `utilisation` = flops_per_s / (that x devices)
+  loader_batches_per_s  `pipeline.train_loader` alone, on the config's
+                 prepared data (`dataset.prepare`: the synthetic set without
+                 data.root), against the step's 1 / step_s: `input_bound`
+                 when the loader is the slower
+
+Everything is written to `<workdir>/benchmark.json`.
+"""
+
+import functools
+import json
+import os
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseg import losses
+from jaxseg import optim
+from jaxseg import parallel
+from jaxseg import train
+from jaxseg.data import augment as augment_lib
+from jaxseg.data import dataset
+from jaxseg.data import pipeline
+from jaxseg.data import preprocess
+from jaxseg.models import shapes
+
+
+def input_shape(config) -> tuple:
+  """(batch, *spatial, C) of one training step of `config`."""
+  data = config.data
+  channels = len(data.modalities)
+  if data.dims == 3:
+    spatial = (tuple(data.patch_size) if data.get('patch_size')
+               else (data.depth, data.image_size, data.image_size))
+  else:
+    spatial = (data.image_size, data.image_size)
+  return (config.train.batch_size,) + tuple(spatial) + (channels,)
+
+
+def random_batch(config, shape: tuple, mesh, seed: int = 0) -> dict:
+  """A global batch {'image', 'target', 'weight'} of random values on `mesh`."""
+  rng = np.random.default_rng(seed)
+  outputs = preprocess.num_outputs(config.data.label_mode)
+  local = dict(
+      image=rng.normal(size=shape).astype(np.float32),
+      target=(rng.random(shape[:-1] + (outputs,)) < 0.2).astype(np.float32),
+      weight=np.ones(shape[0], np.float32))
+  return parallel.to_global(parallel.local_rows(local), mesh)
+
+
+def _flops(compiled) -> float:
+  """The 'flops' of XLA's cost analysis of a compiled program (nan if none)."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  return float((cost or {}).get('flops', float('nan')))
+
+
+def _median_time(fn, steps: int) -> tuple[float, list]:
+  """Median seconds of `fn()` (which blocks) over `steps` calls, and all times."""
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), times
+
+
+def time_train_step(config, mesh, *, steps: int, warmup: int) -> dict:
+  """Compile time, median step time, FLOPs and parameter count of the step."""
+  model = train.build_model(config)
+  shape = input_shape(config)
+  batch = random_batch(config, shape, mesh, config.seed)
+  # Stand-in variables of init's structure: timing needs no real init.
+  variables = shapes.random_variables(
+      model, jax.ShapeDtypeStruct((1,) + shape[1:], jnp.float32), config.seed)
+  tx = optim.build_for_run(config, steps + warmup)
+  state = train.TrainState.create(
+      apply_fn=model.apply, params=variables['params'], tx=tx,
+      batch_stats=variables.get('batch_stats', {}))
+  state = jax.device_put(state, parallel.replicated(mesh))
+  step = jax.jit(functools.partial(
+      train.train_step, loss_fn=losses.build(config.loss),
+      activation=preprocess.activation(config.data.label_mode),
+      grad_accum_steps=train.check_grad_accum(config.train, mesh)),
+      donate_argnums=0)
+  key = jax.random.key(config.seed)
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch, key).compile()
+  compile_s = time.perf_counter() - t0
+  # Per-device program: with n devices each runs 1/n of the batch.
+  flops = _flops(compiled) * mesh.devices.size
+
+  holder = [state]
+
+  def run():
+    holder[0], _ = compiled(holder[0], batch, key)
+    jax.block_until_ready(holder[0])
+
+  for _ in range(warmup):
+    run()
+  step_s, times = _median_time(run, steps)
+  return dict(input_shape=list(shape),
+              params=shapes.count(variables['params']),
+              compile_s=compile_s, step_s=step_s, step_times_s=times,
+              step_flops=flops)
+
+
+def peak_memory_bytes() -> int | None:
+  """Peak bytes in use summed over local devices; None without memory_stats."""
+  total = None
+  for device in jax.local_devices():
+    stats = device.memory_stats()
+    if not stats or 'peak_bytes_in_use' not in stats:
+      return None
+    total = (total or 0) + int(stats['peak_bytes_in_use'])
+  return total
+
+
+def matmul_peak(n: int | None = None, repeats: int = 5) -> dict:
+  """FLOP/s of a float32 n x n matmul on one device: 2 n^3 / median time."""
+  device = jax.local_devices()[0]
+  if n is None:
+    n = 1024 if device.platform == 'cpu' else 4096
+  rng = np.random.default_rng(0)
+  a = jax.device_put(rng.normal(size=(n, n)).astype(np.float32), device)
+  b = jax.device_put(rng.normal(size=(n, n)).astype(np.float32), device)
+  matmul = jax.jit(jnp.matmul).lower(a, b).compile()
+  jax.block_until_ready(matmul(a, b))
+  median, _ = _median_time(lambda: jax.block_until_ready(matmul(a, b)),
+                           repeats)
+  return dict(matmul_n=n, matmul_s=median, flops_per_s=2 * n ** 3 / median)
+
+
+# grain.ReadOptions' default prefetch_buffer_size.
+PREFETCH_RECORDS = 500
+
+
+def loader_rate(config, workdir: str, batches: int = 20) -> dict:
+  """Batches/s of the training loader alone on the config's prepared data."""
+  dataset.check_config(config.data)
+  dataset.prepare(config.data, workdir, config.seed)
+  source = pipeline.SliceSource(os.path.join(workdir, 'data', 'train'))
+  loader = pipeline.train_loader(
+      source, global_batch_size=config.train.batch_size, seed=config.seed,
+      augment=augment_lib.AugmentConfig(**config.augment),
+      worker_count=config.data.worker_count,
+      patch_size=config.data.patch_size,
+      foreground_fraction=config.data.foreground_fraction,
+      label_mode=config.data.label_mode)
+  iterator = iter(loader)
+  # Start-up and Grain's read-ahead (up to PREFETCH_RECORDS records fetched
+  # by threads while the first batch is assembled) are not the rate.
+  for _ in range(1 + -(-PREFETCH_RECORDS // config.train.batch_size)):
+    next(iterator)
+  t0 = time.perf_counter()
+  for _ in range(batches):
+    next(iterator)
+  seconds = time.perf_counter() - t0
+  return dict(loader_batches=batches, loader_s=seconds,
+              loader_batches_per_s=batches / seconds)
+
+
+def run_benchmark(config, workdir: str, steps: int = 10, warmup: int = 2,
+                  loader_batches: int = 20, matmul_n: int | None = None) -> dict:
+  """Times `config`'s training step, loader and this machine's matmul peak.
+
+  Returns the dictionary described in the module docstring and writes it to
+  `<workdir>/benchmark.json` (process 0).
+  """
+  if steps < 1 or warmup < 0:
+    raise ValueError(f'steps={steps} must be >= 1 and warmup={warmup} >= 0')
+  os.makedirs(workdir, exist_ok=True)
+  mesh = parallel.make_mesh(config.get('mesh'))
+  parallel.check_batch_size(config.train.batch_size, mesh)
+  result = dict(model=config.model.name,
+                dims=int(config.data.dims), batch_size=config.train.batch_size,
+                mesh=dict(mesh.shape), devices=mesh.devices.size,
+                platform=jax.local_devices()[0].platform,
+                device_kind=jax.local_devices()[0].device_kind,
+                host=platform.node(), jax=jax.__version__,
+                steps=steps, warmup=warmup)
+  result.update(time_train_step(config, mesh, steps=steps, warmup=warmup))
+  # Read before the matmul, so the peak is the step's.
+  result['peak_memory_bytes'] = peak_memory_bytes()
+  shape = result['input_shape']
+  per_item = 1 if config.data.dims == 2 else int(np.prod(shape[1:-1]))
+  result['items_per_s'] = shape[0] * per_item / result['step_s']
+  result['items_unit'] = 'images/s' if config.data.dims == 2 else 'voxels/s'
+  result['flops_per_s'] = result['step_flops'] / result['step_s']
+  peak = matmul_peak(matmul_n)
+  result.update(peak_matmul_n=peak['matmul_n'], peak_matmul_s=peak['matmul_s'],
+                peak_flops_per_s=peak['flops_per_s'])
+  result['utilisation'] = result['flops_per_s'] / (
+      peak['flops_per_s'] * mesh.devices.size)
+  result.update(loader_rate(config, workdir, loader_batches))
+  result['step_batches_per_s'] = 1.0 / result['step_s']
+  result['input_bound'] = (result['loader_batches_per_s']
+                           < result['step_batches_per_s'])
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'benchmark.json'), 'w') as f:
+      json.dump(result, f, indent=1)
+  return result
+
+
+def _si(value: float, unit: str) -> str:
+  for scale, prefix in ((1e12, 'T'), (1e9, 'G'), (1e6, 'M'), (1e3, 'k')):
+    if abs(value) >= scale:
+      return f'{value / scale:.3g} {prefix}{unit}'
+  return f'{value:.3g} {unit}'
+
+
+def format_table(result: dict) -> str:
+  """A two-column markdown table of a `run_benchmark` result."""
+  memory = result['peak_memory_bytes']
+  rows = [
+      ('model', result['model']),
+      ('input (batch, ..., C)', 'x'.join(map(str, result['input_shape']))),
+      ('devices / mesh', f"{result['devices']} {result['platform']} "
+       f"({result['device_kind']}) / {result['mesh']}"),
+      ('parameters', f"{result['params']:,}"),
+      ('compile', f"{result['compile_s']:.2f} s"),
+      (f"step (median of {result['steps']})",
+       f"{result['step_s'] * 1e3:.1f} ms"),
+      ('throughput', f"{result['items_per_s']:.4g} {result['items_unit']}"),
+      ('peak device memory', 'n/a' if memory is None else _si(memory, 'B')),
+      ('step FLOPs (XLA)', _si(result['step_flops'], 'FLOP')),
+      ('achieved', _si(result['flops_per_s'], 'FLOP/s')),
+      (f"peak (f32 matmul {result['peak_matmul_n']}^2)",
+       _si(result['peak_flops_per_s'], 'FLOP/s')),
+      ('utilisation', f"{100 * result['utilisation']:.1f} %"),
+      ('loader', f"{result['loader_batches_per_s']:.3g} batches/s"),
+      ('step consumes', f"{result['step_batches_per_s']:.3g} batches/s"),
+      ('input-bound', 'yes: the loader is slower than the step'
+       if result['input_bound'] else 'no'),
+  ]
+  lines = ['| quantity | value |', '|---|---|']
+  lines += [f'| {k} | {v} |' for k, v in rows]
+  return '\n'.join(lines)
