@@ -39,7 +39,7 @@ from jax import lax
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from jaxseg.models import fastconv  # noqa: E402
+import fastconv  # noqa: E402  (benchmarks/fastconv.py)
 
 # (name, input shape channels-last, kernel size, output channels)
 SHAPES = (

@@ -1,16 +1,20 @@
-"""One training step of the 2D U-Net: XLA defaults vs YNNPACK off vs fastconv.
+"""One training step of the 2D U-Net: XLA's defaults, jaxseg's settings, PyTorch.
 
     python benchmarks/conv_step.py                  # batch 16, 128x128x4
     python benchmarks/conv_step.py --batch=4 --steps=2 --no-torch
 
 jaxseg 'unet' (norm='group', features=16, depth=4: 1.94M parameters, the
 configuration of issue 7), sigmoid cross-entropy, Adam; one jitted step
-(forward, backward, update), median of `--steps` after a compiling step, in:
-  * 'default': XLA's default CPU pipeline;
-  * 'no-YNN': the same jit compiled with `fastconv.NO_YNN`;
-  * 'fastconv': the model's convs swapped for `fastconv.Conv` (matmul
-    weight gradient) by patching `unet.nn` for this process only;
-  * 'fastconv + no-YNN';
+(forward, backward, update), median of `--steps` after a compiling step.
+The process starts with XLA's defaults (JAXSEG_XLA_DEFAULTS=0) and each
+variant sets its own `compiler_options`:
+  * 'XLA defaults + flax layers': nn.max_pool / nn.ConvTranspose, YNNPACK on
+    for convolutions (jaxseg before issue 7);
+  * 'YNN convs off + flax layers': jaxseg's XLA option (jaxseg/xla_cpu.py);
+  * 'jaxseg': that option and jaxseg.models.sampling's max-pool and
+    transposed convolution: what the models run today;
+  * 'jaxseg + fastconv': also the matmul weight gradient of
+    benchmarks/fastconv.py;
   * PyTorch: the same network (buda's layout, GroupNorm of 8-channel
     groups), same loss and optimiser, NCHW, `torch.get_num_threads()`.
 Ratios are measured in the same run.
@@ -19,6 +23,8 @@ Ratios are measured in the same run.
 import argparse
 import contextlib
 import os
+
+os.environ.setdefault('JAXSEG_XLA_DEFAULTS', '0')  # variants set their own
 import statistics
 import sys
 import time
@@ -33,7 +39,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from jaxseg import models  # noqa: E402
-from jaxseg.models import fastconv  # noqa: E402
+import fastconv  # noqa: E402  (benchmarks/fastconv.py)
+from jaxseg import xla_cpu  # noqa: E402
 from jaxseg.models import unet  # noqa: E402
 
 
@@ -46,18 +53,22 @@ class _FastNN:
 
 
 @contextlib.contextmanager
-def fast_convs(enabled: bool):
-  """While active, jaxseg.models.unet builds its convs with fastconv.Conv."""
-  saved = unet.nn
-  if enabled:
+def patched_unet(fast_convs: bool, flax_layers: bool):
+  """While active, jaxseg.models.unet builds its layers as asked."""
+  saved = unet.nn, unet.max_pool, unet.sampling.ConvTranspose
+  if fast_convs:
     unet.nn = _FastNN()
+  if flax_layers:
+    unet.max_pool = lambda x, f: nn.max_pool(x, (f,) * (x.ndim - 2),
+                                             strides=(f,) * (x.ndim - 2))
+    unet.sampling.ConvTranspose = nn.ConvTranspose
   try:
     yield
   finally:
-    unet.nn = saved
+    unet.nn, unet.max_pool, unet.sampling.ConvTranspose = saved
 
 
-def jax_step(batch, size, _, channels, steps, fast, options):
+def jax_step(batch, size, _, channels, steps, fast, flax_layers, options):
   model = models.build(dict(name='unet', norm='group', features=16, depth=4))
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(batch, size, size, channels)), jnp.float32)
@@ -72,7 +83,7 @@ def jax_step(batch, size, _, channels, steps, fast, options):
     updates, opt = tx.update(grads, opt, params)
     return optax.apply_updates(params, updates), opt, value
 
-  with fast_convs(fast):
+  with patched_unet(fast, flax_layers):
     params = model.init(jax.random.key(0), x[:1], train=False)['params']
     opt = tx.init(params)
     compiled = jax.jit(step).lower(params, opt, x, y).compile(
@@ -145,32 +156,38 @@ def torch_step(batch, size, _, channels, steps, features=16, depth=4):
   return statistics.median(times), sum(p.numel() for p in net.parameters())
 
 
+# name: (fastconv, flax max-pool / ConvTranspose, compiler_options)
+VARIANTS = {
+    'XLA defaults + flax layers': (False, True, None),
+    'YNN convs off + flax layers': (False, True, xla_cpu.COMPILER_OPTIONS),
+    'jaxseg': (False, False, xla_cpu.COMPILER_OPTIONS),
+    'jaxseg + fastconv': (True, False, xla_cpu.COMPILER_OPTIONS),
+}
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch', type=int, default=16)
   parser.add_argument('--size', type=int, default=128)
   parser.add_argument('--channels', type=int, default=4)
   parser.add_argument('--steps', type=int, default=3)
-  parser.add_argument('--only', default='default,no-YNN,fastconv,fastconv+no-YNN')
+  parser.add_argument('--only', default=','.join(VARIANTS))
   parser.add_argument('--no-torch', action='store_true')
   args = parser.parse_args(argv)
   shape = (args.batch, args.size, args.size, args.channels)
-  variants = {'default': (False, None), 'no-YNN': (False, fastconv.NO_YNN),
-              'fastconv': (True, None),
-              'fastconv+no-YNN': (True, fastconv.NO_YNN)}
   rows = {}
   for name in args.only.split(','):
-    rows[name] = jax_step(*shape, args.steps, *variants[name])
+    rows[name] = jax_step(*shape, args.steps, *VARIANTS[name])
     print(f'{name}: {rows[name][0] * 1e3:.0f} ms ({rows[name][1]:,} params)',
           flush=True)
   if not args.no_torch:
     rows['PyTorch'] = torch_step(*shape, args.steps)
     print(f'PyTorch: {rows["PyTorch"][0] * 1e3:.0f} ms '
           f'({rows["PyTorch"][1]:,} params)', flush=True)
-  base = rows.get('default', next(iter(rows.values())))[0]
+  base = next(iter(rows.values()))[0]
   ref = rows.get('PyTorch', (float('nan'),))[0]
   print(f'\nU-Net step, input {shape}, median of {args.steps}')
-  print('| variant | ms/step | speed-up vs default | speed vs PyTorch |')
+  print(f'| variant | ms/step | speed-up vs {next(iter(rows))} | speed vs PyTorch |')
   print('|---|---|---|---|')
   for name, (t, _) in rows.items():
     print(f'| {name} | {t * 1e3:.0f} | {base / t:.2f}x | {ref / t:.2f}x |')

@@ -19,7 +19,7 @@ Medians of `--steps` (>= 5) timed calls after `--warmup` calls; `ratio` is
 PyTorch's time / jaxseg's, i.e. jaxseg's speed as a multiple of PyTorch's
 (above 1: jaxseg is faster). PyTorch runs with torch.set_num_threads(the
 cores this process may use), NCHW tensors (its default), float32; XLA with
-its defaults. PyTorch is not a jaxseg dependency: it is imported here only,
+jaxseg's CPU settings (jaxseg/xla_cpu.py). PyTorch is not a jaxseg dependency: it is imported here only,
 and the script exits with a message when it is missing.
 
 Ports: 'unet' is mateuszbuda/brain-segmentation-pytorch's UNet (seed 003),

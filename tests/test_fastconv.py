@@ -5,6 +5,8 @@ independent formulation: XLA's transposed convolutions); the weight
 gradient is also checked against a central finite difference.
 """
 
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -12,7 +14,10 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxseg.models import fastconv
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / 'benchmarks'))
+import fastconv  # noqa: E402  (an experiment of benchmarks/conv_*.py)
 
 
 def _rel(a, b):

@@ -79,6 +79,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxseg.models import layers
+from jaxseg.models import sampling
 from jaxseg.models.registry import register
 
 # depth -> (block kind, blocks per layer); MedicalNet models/resnet.py.
@@ -359,7 +360,7 @@ class Med3DUNet(nn.Module):
     y = x
     for level, width in enumerate(self.features):
       if level:
-        y = nn.max_pool(y, (2,) * nd, strides=(2,) * nd, padding='SAME')
+        y = sampling.max_pool(y, 2, padding='SAME')
       y = double_conv(width, self.norm, self.dtype, name=f'encoder_{level}')(
           y, train)
       self.sow('intermediates', f'encoder_out_{level}', y)
@@ -370,9 +371,9 @@ class Med3DUNet(nn.Module):
     backbone_skips = {2: feats['layer1'], 1: feats['conv1'], 0: None}
     for i, level in enumerate((2, 1, 0)):
       width = self.features[level]
-      y = nn.ConvTranspose(width, (2,) * nd, strides=(2,) * nd,
-                           padding='VALID', kernel_init=_kaiming_fan_out,
-                           dtype=self.dtype, name=f'up_{i}')(y)
+      y = sampling.ConvTranspose(width, (2,) * nd, strides=(2,) * nd,
+                                 padding='VALID', kernel_init=_kaiming_fan_out,
+                                 dtype=self.dtype, name=f'up_{i}')(y)
       y = layers.resize_to(y, enc[level].shape[1:-1])
       skip = backbone_skips[level]
       y = jnp.concatenate([y] + ([] if skip is None else [skip]) + [enc[level]],

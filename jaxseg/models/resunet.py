@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.models import layers
+from jaxseg.models import sampling
 from jaxseg.models.registry import register
 from jaxseg.models.layers import NORMS, SpatialDropout  # noqa: F401 (re-export)
 
@@ -192,7 +193,7 @@ class ResUNet(nn.Module):
     skips = []
     for i, (width, depth) in enumerate(zip(self.widths, self.depths)):
       x = stage(width, depth, self.dropout_rate, f'encoder_{i}')(x, train)
-      x = nn.max_pool(x, (2,) * nd, strides=(2,) * nd)
+      x = sampling.max_pool(x, 2)
       self.sow('intermediates', f'encoder_out_{i}', x)
       skips.append(x)
     x = skips.pop()
@@ -200,9 +201,9 @@ class ResUNet(nn.Module):
 
     # Decoder: table 2 (the merged shapes are its rows 1-4).
     for i, (width, depth) in enumerate(zip(dec_widths, dec_depths)):
-      x = nn.ConvTranspose(width, (3,) * nd, strides=(2,) * nd,
-                           padding='SAME', kernel_init=_kernel_init,
-                           dtype=self.dtype, name=f'up_{i}')(x)
+      x = sampling.ConvTranspose(width, (3,) * nd, strides=(2,) * nd,
+                                 padding='SAME', kernel_init=_kernel_init,
+                                 dtype=self.dtype, name=f'up_{i}')(x)
       x = jnp.concatenate([nn.relu(x), skips.pop()], axis=-1)
       x = _norm(self.merge_norm, train, self.dtype, f'merge_norm_{i}')(x)
       self.sow('intermediates', f'decoder_merge_{i}', x)

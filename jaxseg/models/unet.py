@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.models import layers
+from jaxseg.models import sampling
 from jaxseg.models.registry import register
 
 UPSAMPLING = ('transpose', 'nearest', 'linear')
@@ -92,14 +93,15 @@ def conv_transpose(x, features: int, factor: int, *, initializer: str = 'torch',
   else:
     raise ValueError(f'initializer={initializer!r}; known: '
                      f'{", ".join(INITIALIZERS)}')
-  return nn.ConvTranspose(features, (factor,) * nd, strides=(factor,) * nd,
-                          padding='VALID', kernel_init=kernel_init,
-                          bias_init=bias_init, dtype=dtype, name=name)(x)
+  return sampling.ConvTranspose(features, (factor,) * nd,
+                                strides=(factor,) * nd, padding='VALID',
+                                kernel_init=kernel_init, bias_init=bias_init,
+                                dtype=dtype, name=name)(x)
 
 
 def max_pool(x, factor: int):
-  nd = x.ndim - 2
-  return nn.max_pool(x, (factor,) * nd, strides=(factor,) * nd)
+  """Max-pooling, window = stride = factor. x (N, *S, C) -> (N, *S/f, C)."""
+  return sampling.max_pool(x, factor)
 
 
 class ConvBlock(nn.Module):

@@ -60,6 +60,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxseg.models import layers
+from jaxseg.models import sampling
 from jaxseg.models.registry import register
 
 # Keras' BatchNorm defaults: the seed replicated both models in Keras.
@@ -213,7 +214,7 @@ class ResidualUNet3D(nn.Module):
                       dtype=self.dtype, name=f'down_{i}')(x)
           x = act(norm(f'down_norm_{i}')(x))
         else:
-          x = nn.max_pool(x, (2,) * nd, strides=(2,) * nd)
+          x = sampling.max_pool(x, 2)
       for b in range(blocks[i]):
         x = drop(block(width, f'encoder_{i}_{b}')(x, train))
       skips.append(x)
@@ -223,9 +224,9 @@ class ResidualUNet3D(nn.Module):
     for j, i in enumerate(range(levels - 2, -1, -1)):
       width = self.features[i]
       if self.upsampling == 'transpose':
-        x = nn.ConvTranspose(width, (3,) * nd, strides=(2,) * nd,
-                             padding='SAME', use_bias=bias, dtype=self.dtype,
-                             name=f'up_{j}')(x)
+        x = sampling.ConvTranspose(width, (3,) * nd, strides=(2,) * nd,
+                                   padding='SAME', use_bias=bias,
+                                   dtype=self.dtype, name=f'up_{j}')(x)
       else:
         x = layers.upsample(x, 2, 'nearest')
         x = nn.Conv(width, (3,) * nd, use_bias=bias, dtype=self.dtype,

@@ -1,4 +1,10 @@
-"""Convolution whose weight gradient avoids XLA-CPU's slow path.
+"""An experiment: a convolution whose weight gradient is matrix products.
+
+Not used by the models: on this CPU its weight gradient (one matmul per
+kernel tap) is 2-3x slower than XLA's own convolution once YNNPACK is kept
+off convolutions (jaxseg/xla_cpu.py), and the U-Net step gains nothing
+(benchmarks/conv_step.py, README "Speed"). Kept, with its test, as the
+record of that attempt.
 
 On XLA's CPU backend (jax 0.10), the weight gradient of a stride-1 conv is
 compiled to one convolution with Cin as batch, N as features and dY as a
