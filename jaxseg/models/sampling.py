@@ -24,6 +24,7 @@ section). The same results computed another way:
 Settings the fast paths do not cover fall back to the flax/lax layers.
 """
 
+import functools
 import itertools
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -32,7 +33,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax._src.lax.convolution import _conv_transpose_padding
 
 Padding = Union[str, Sequence[tuple[int, int]]]
 
@@ -63,28 +63,40 @@ def max_pool(x, window: Union[int, Sequence[int]],
            tuple(2 + 2 * i for i in range(nd)) + (2 * nd + 1,))
   windows = x.reshape(split).transpose(order).reshape(
       (n,) + out + (int(np.prod(window)), c))
-  return _window_max(windows)
+  return _window_max(int(np.prod(window)), windows)
 
 
-@jax.custom_vjp
-def _window_max(windows):
-  """windows (..., W, C) -> (..., C): the max over W."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _window_max(size, windows):
+  """windows (..., W = size, C) -> (..., C): the max over W."""
+  del size
   return windows.max(axis=-2)
 
 
-def _window_max_fwd(windows):
+def _window_max_fwd(size, windows):
+  del size
   index = jnp.argmax(windows, axis=-2)
   top = jnp.take_along_axis(windows, index[..., None, :], axis=-2)[..., 0, :]
-  return top, (index, windows.shape[-2])
+  return top, index
 
 
-def _window_max_bwd(residuals, g):
-  index, size = residuals
+def _window_max_bwd(size, index, g):
   first = index[..., None, :] == jnp.arange(size)[:, None]
   return (jnp.where(first, g[..., None, :], 0).astype(g.dtype),)
 
 
 _window_max.defvjp(_window_max_fwd, _window_max_bwd)
+
+
+def _transpose_padding(k: int, s: int, padding: str) -> tuple[int, int]:
+  """lax.conv_transpose's padding of the dilated input for 'SAME'/'VALID'."""
+  if padding == 'SAME':
+    total = k + s - 2
+    lo = k - 1 if s > k - 1 else -(-total // 2)
+  else:  # 'VALID'
+    total = k + s - 2 + max(k - s, 0)
+    lo = k - 1
+  return lo, total - lo
 
 
 def _phases(length: int, k: int, s: int, pad: tuple[int, int]):
@@ -138,7 +150,7 @@ class ConvTranspose(nn.Module):
     if isinstance(self.padding, str):
       if self.padding not in ('SAME', 'VALID'):
         return None
-      pads = [_conv_transpose_padding(k, s, self.padding)
+      pads = [_transpose_padding(k, s, self.padding)
               for k, s in zip(self.kernel_size, strides)]
     else:
       pads = [tuple(p) for p in self.padding]  # lax.conv_transpose's own
