@@ -6,14 +6,16 @@
 jaxseg 'unet' (norm='group', features=16, depth=4: 1.94M parameters, the
 configuration of issue 7), sigmoid cross-entropy, Adam; one jitted step
 (forward, backward, update), median of `--steps` after a compiling step.
-The process starts with XLA's defaults (JAXSEG_XLA_DEFAULTS=0) and each
-variant sets its own `compiler_options`:
+The process starts with XLA's defaults and each variant sets its own
+`compiler_options`:
   * 'XLA defaults + flax layers': nn.max_pool / nn.ConvTranspose, YNNPACK on
     for convolutions (jaxseg before issue 7);
-  * 'YNN convs off + flax layers': jaxseg's XLA option (jaxseg/xla_cpu.py);
-  * 'jaxseg': that option and jaxseg.models.sampling's max-pool and
-    transposed convolution: what the models run today;
-  * 'jaxseg + fastconv': also the matmul weight gradient of
+  * 'YNN convs off + flax layers': the opt-in XLA option of jaxseg/xla_cpu.py
+    (JAXSEG_XLA_CPU=fast);
+  * 'jaxseg': the models as they are (jaxseg.models.sampling's max-pool
+    and transposed convolution), XLA's defaults;
+  * 'jaxseg + JAXSEG_XLA_CPU=fast': the models with that option;
+  * 'jaxseg + fast + fastconv': also the matmul weight gradient of
     benchmarks/fastconv.py;
   * PyTorch: the same network (buda's layout, GroupNorm of 8-channel
     groups), same loss and optimiser, NCHW, `torch.get_num_threads()`.
@@ -24,7 +26,6 @@ import argparse
 import contextlib
 import os
 
-os.environ.setdefault('JAXSEG_XLA_DEFAULTS', '0')  # variants set their own
 import statistics
 import sys
 import time
@@ -160,8 +161,9 @@ def torch_step(batch, size, _, channels, steps, features=16, depth=4):
 VARIANTS = {
     'XLA defaults + flax layers': (False, True, None),
     'YNN convs off + flax layers': (False, True, xla_cpu.COMPILER_OPTIONS),
-    'jaxseg': (False, False, xla_cpu.COMPILER_OPTIONS),
-    'jaxseg + fastconv': (True, False, xla_cpu.COMPILER_OPTIONS),
+    'jaxseg': (False, False, None),
+    'jaxseg + JAXSEG_XLA_CPU=fast': (False, False, xla_cpu.COMPILER_OPTIONS),
+    'jaxseg + fast + fastconv': (True, False, xla_cpu.COMPILER_OPTIONS),
 }
 
 

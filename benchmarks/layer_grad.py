@@ -1,4 +1,4 @@
-"""Forward + backward of the U-Nets' sampling layers: flax vs jaxseg vs PyTorch.
+"""Forward + backward of the U-Nets' layers: flax vs jaxseg vs PyTorch.
 
     python benchmarks/layer_grad.py                 # U-Net shapes at 128x128
     python benchmarks/layer_grad.py --repeats=3 --no-torch
@@ -11,8 +11,10 @@ respect to the input and the parameters, median of `--repeats` calls:
   * 'jaxseg': jaxseg.models.sampling (reshape + argmax with a first-max
     gradient; sub-pixel stride-1 convolutions), as the models use them;
   * 'torch': F.max_pool2d / nn.ConvTranspose2d, autograd, NCHW.
-GroupNorm + ReLU (the U-Net's norm) is timed for scale. Ratios come from
-the same run; XLA_FLAGS are jaxseg's (jaxseg/xla_cpu.py).
+GroupNorm + ReLU (the U-Net's norm) is timed for scale. Last, the 3x3x3
+convolution of the 3D U-Nets: flax nn.Conv (XLA's 3D convolution) against
+jaxseg.models.convolution.Conv (the same as 2D convolutions) and torch Conv3d. Ratios come from
+the same run, with XLA_FLAGS as set (JAXSEG_XLA_CPU=fast: jaxseg/xla_cpu.py).
 """
 
 import argparse
@@ -24,7 +26,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from jaxseg.models import sampling  # noqa: E402  (sets jaxseg's XLA flags)
+from jaxseg.models import convolution  # noqa: E402
+from jaxseg.models import sampling  # noqa: E402
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
@@ -34,6 +37,8 @@ import numpy as np  # noqa: E402
 # (input shape NHWC) at each level of a features-16, depth-4 U-Net on 128x128.
 LEVELS = ((16, 128, 128, 16), (16, 64, 64, 32), (16, 32, 32, 64),
           (16, 16, 16, 128))
+# (input shape NDHWC) of 3D U-Net levels: batch 2 of 64^3 and 32^3 patches.
+VOLUMES = ((2, 64, 64, 64, 8), (2, 32, 32, 32, 16), (2, 16, 16, 16, 64))
 
 
 def _median_ms(fn, repeats):
@@ -53,7 +58,8 @@ def _jax_ms(loss, args, repeats):
 
 def _torch_ms(layer, x, repeats):
   import torch
-  xt = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
+  channels_first = (0, x.ndim - 1) + tuple(range(1, x.ndim - 1))
+  xt = torch.from_numpy(np.asarray(x).transpose(channels_first).copy())
   xt.requires_grad_()
   params = list(layer.parameters()) if hasattr(layer, 'parameters') else []
 
@@ -98,6 +104,18 @@ def cases(use_torch):
       tmod.parameters = tgn.parameters
     loss = (lambda v, x: jnp.sum(jax.nn.relu(gn.apply(v, x)) ** 2), (v, x))
     yield ('group-norm + ReLU', shape, loss, None, tmod)
+  for shape in VOLUMES:
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    c = shape[-1]
+    flax_layer = nn.Conv(c, (3, 3, 3), padding='SAME', use_bias=False)
+    ours = convolution.Conv(c, (3, 3, 3), padding='SAME', use_bias=False)
+    v = flax_layer.init(jax.random.key(0), x)
+    tmod = None
+    if use_torch:
+      tmod = torch.nn.Conv3d(c, c, 3, padding=1, bias=False)
+    yield (f'conv 3x3x3 {c}->{c}', shape,
+           (lambda v, x, m=flax_layer: jnp.sum(m.apply(v, x) ** 2), (v, x)),
+           (lambda v, x, m=ours: jnp.sum(m.apply(v, x) ** 2), (v, x)), tmod)
 
 
 def main(argv=None):

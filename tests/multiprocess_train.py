@@ -28,6 +28,13 @@ def main(argv):
     port, num, pid = argv[4:7]
     assert parallel.initialize(f'localhost:{port}', int(num), int(pid))
   config = tiny(load_config())
+  # SGD, not the config's Adam: Adam's first steps move every weight by ~lr
+  # whatever its gradient's size, so a gradient component that is float
+  # noise (~1e-9) and differs between reduction orders moves a weight by up
+  # to 2 lr; with SGD the parameter difference measures the gradients'.
+  config.optimizer.name = 'sgd'
+  config.optimizer.learning_rate = 0.1
+  config.optimizer.momentum = 0.9
   config.train.halt_after_steps = steps
   config.train.steps_per_epoch = steps + 1
   config.data.cache_dir = os.path.join(os.path.dirname(workdir), 'cache')

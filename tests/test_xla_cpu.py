@@ -12,17 +12,19 @@ from jaxseg import xla_cpu
 SUPPORTED = xla_cpu.MEASURED_JAXLIB[0]
 
 
-def test_adds_the_flag_and_keeps_other_flags():
-  env = {'XLA_FLAGS': '--xla_backend_optimization_level=0'}
+def test_adds_the_flag_when_asked_and_keeps_other_flags():
+  env = {'XLA_FLAGS': '--xla_backend_optimization_level=0',
+         'JAXSEG_XLA_CPU': 'fast'}
   assert xla_cpu.set_defaults(env, SUPPORTED)
   assert env['XLA_FLAGS'] == ('--xla_backend_optimization_level=0 '
                               '--xla_cpu_experimental_ynn_fusion_type=dot')
 
 
 @pytest.mark.parametrize('env,version', [
-    ({'XLA_FLAGS': '--xla_cpu_experimental_ynn_fusion_type='}, SUPPORTED),
-    ({'JAXSEG_XLA_DEFAULTS': '0'}, SUPPORTED),
-    ({}, (0, 4)),  # an XLA that may not know the option: left alone
+    ({'XLA_FLAGS': '--xla_cpu_experimental_ynn_fusion_type=',
+      'JAXSEG_XLA_CPU': 'fast'}, SUPPORTED),
+    ({}, SUPPORTED),  # not asked for: XLA's defaults
+    ({'JAXSEG_XLA_CPU': 'fast'}, (0, 4)),  # an XLA that may not know it
 ])
 def test_leaves_the_user_choice_and_unknown_versions_alone(env, version):
   before = dict(env)
@@ -43,13 +45,13 @@ print(json.dumps({'ynn_conv': '__ynn_fusion' in hlo}))
 
 @pytest.mark.skipif(xla_cpu._jaxlib_version() not in xla_cpu.MEASURED_JAXLIB,
                     reason='jaxseg sets its XLA flag only on measured jaxlibs')
-def test_convolutions_leave_ynnpack_after_import_jaxseg():
+def test_convolutions_leave_ynnpack_when_asked():
   def probe(**extra):
     env = {k: v for k, v in os.environ.items()
-           if k not in ('XLA_FLAGS', 'JAXSEG_XLA_DEFAULTS')}
+           if k not in ('XLA_FLAGS', 'JAXSEG_XLA_CPU')}
     env.update(JAX_PLATFORMS='cpu', **extra)
     out = subprocess.run([sys.executable, '-c', _PROBE], env=env, check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])['ynn_conv']
-  assert probe(JAXSEG_XLA_DEFAULTS='0')  # XLA's default: YNNPACK convs
-  assert not probe()  # jaxseg's setting
+  assert probe()  # XLA's default: YNNPACK convs
+  assert not probe(JAXSEG_XLA_CPU='fast')

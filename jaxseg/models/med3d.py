@@ -79,6 +79,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxseg.models import layers
+from jaxseg.models.convolution import Conv
 from jaxseg.models import sampling
 from jaxseg.models.registry import register
 
@@ -123,10 +124,10 @@ def _conv(features: int, kernel: int, nd: int, dtype: Any, name: str,
           stride: int = 1, dilation: int = 1) -> nn.Conv:
   """nn.Conv3d(..., padding=dilation * (kernel - 1) // 2, bias=False)."""
   pad = dilation * (kernel - 1) // 2
-  return nn.Conv(features, (kernel,) * nd, strides=(stride,) * nd,
-                 kernel_dilation=(dilation,) * nd, padding=((pad, pad),) * nd,
-                 use_bias=False, kernel_init=_kaiming_fan_out, dtype=dtype,
-                 name=name)
+  return Conv(features, (kernel,) * nd, strides=(stride,) * nd,
+              kernel_dilation=(dilation,) * nd, padding=((pad, pad),) * nd,
+              use_bias=False, kernel_init=_kaiming_fan_out, dtype=dtype,
+              name=name)
 
 
 def _shortcut(x, features: int, stride: int, kind: str, norm: str,
@@ -274,9 +275,9 @@ class DoubleConv(nn.Module):
   def __call__(self, x, train: bool):
     nd = x.ndim - 2
     for i in range(2):
-      x = nn.Conv(self.features, (3,) * nd, padding='SAME',
-                  use_bias=self.norm == 'none', kernel_init=_kaiming_fan_out,
-                  dtype=self.dtype, name=f'conv{i + 1}')(x)
+      x = Conv(self.features, (3,) * nd, padding='SAME',
+               use_bias=self.norm == 'none', kernel_init=_kaiming_fan_out,
+               dtype=self.dtype, name=f'conv{i + 1}')(x)
       x = nn.relu(layers.norm(self.norm, train, name=f'norm{i + 1}',
                               dtype=self.dtype)(x))
     return x
@@ -352,8 +353,8 @@ class Med3DUNet(nn.Module):
                     for c in range(x.shape[-1])]
     feats = {k: jnp.concatenate([f[k] for f in per_modality], axis=-1)
              for k in STAGES}
-    bottleneck = nn.Conv(self.bottleneck_features, (1,) * nd,
-                         dtype=self.dtype, name='bottleneck')(feats['layer4'])
+    bottleneck = Conv(self.bottleneck_features, (1,) * nd,
+                      dtype=self.dtype, name='bottleneck')(feats['layer4'])
 
     # The parallel encoder on the raw input: full size, 1/2, 1/4, 1/8.
     enc = []
@@ -383,5 +384,5 @@ class Med3DUNet(nn.Module):
           y, train)
       y = layers.dropout(y, self.dropout_rate, self.spatial_dropout, train)
 
-    y = nn.Conv(self.num_classes, (1,) * nd, dtype=self.dtype, name='head')(y)
+    y = Conv(self.num_classes, (1,) * nd, dtype=self.dtype, name='head')(y)
     return y.astype(jnp.float32)

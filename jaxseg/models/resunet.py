@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.models import layers
+from jaxseg.models.convolution import Conv
 from jaxseg.models import sampling
 from jaxseg.models.registry import register
 from jaxseg.models.layers import NORMS, SpatialDropout  # noqa: F401 (re-export)
@@ -78,7 +79,7 @@ class ResidualUnit(nn.Module):
   def __call__(self, x, train: bool):
     """x: (N, *spatial, C_in) -> (N, *spatial, features)."""
     nd = x.ndim - 2
-    conv = lambda k, name: nn.Conv(  # noqa: E731
+    conv = lambda k, name: Conv(  # noqa: E731
         self.features, (k,) * nd, padding='SAME', use_bias=False,
         kernel_init=_kernel_init, dtype=self.dtype, name=name)
     y = conv(3, 'conv1')(x)
@@ -215,11 +216,11 @@ class ResUNet(nn.Module):
     # Output block: upsample to the input size, then 1x1 convs.
     shape = (x.shape[0], *(2 * s for s in x.shape[1:-1]), x.shape[-1])
     x = jax.image.resize(x, shape, method='linear')
-    x = nn.Conv(self.widths[0], (1,) * nd, kernel_init=_kernel_init,
-                dtype=self.dtype, name='out_conv')(x)
+    x = Conv(self.widths[0], (1,) * nd, kernel_init=_kernel_init,
+             dtype=self.dtype, name='out_conv')(x)
     x = _norm(self.merge_norm, train, self.dtype, 'out_norm')(nn.relu(x))
     self.sow('intermediates', 'output_block_input', x)
     x = stage(self.widths[0], self.output_depth, 0.0, 'output')(x, train)
-    x = nn.Conv(self.num_classes, (1,) * nd, kernel_init=_kernel_init,
-                dtype=self.dtype, name='head')(x)
+    x = Conv(self.num_classes, (1,) * nd, kernel_init=_kernel_init,
+             dtype=self.dtype, name='head')(x)
     return x.astype(jnp.float32)

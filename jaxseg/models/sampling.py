@@ -181,7 +181,8 @@ class ConvTranspose(nn.Module):
   def _sub_pixel(self, x, kernel, plan):
     nd = len(plan)
     sizes = tuple(n for n, _ in plan)
-    specs = ('N' + 'DHW'[-nd:] + 'C', 'DHW'[-nd:] + 'IO', 'N' + 'DHW'[-nd:] + 'C')
+    axes = 'DHW'[-nd:]
+    specs = ('N' + axes + 'C', axes + 'IO', 'N' + axes + 'C')
     outs = []
     for phase in itertools.product(*(phases for _, phases in plan)):
       if any(not taps for taps, _ in phase):

@@ -56,6 +56,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxseg.models import layers
+from jaxseg.models.convolution import Conv
 from jaxseg.models.registry import register
 
 UPSAMPLING = ('linear_align_corners', 'linear', 'nearest')
@@ -73,9 +74,9 @@ class ConvNormReLU(nn.Module):
   def __call__(self, x, train: bool):
     """x: (N, *spatial, C) -> (N, *spatial / strides, features)."""
     nd = x.ndim - 2
-    x = nn.Conv(self.features, (3,) * nd, strides=(self.strides,) * nd,
-                padding=((1, 1),) * nd, use_bias=self.norm == 'none',
-                dtype=self.dtype, name='conv')(x)
+    x = Conv(self.features, (3,) * nd, strides=(self.strides,) * nd,
+             padding=((1, 1),) * nd, use_bias=self.norm == 'none',
+             dtype=self.dtype, name='conv')(x)
     x = layers.norm(self.norm, train, name='norm', dtype=self.dtype)(x)
     return nn.relu(x)
 
@@ -151,8 +152,8 @@ class ViTEncoder(nn.Module):
   def __call__(self, x, train: bool, input_size: Optional[tuple] = None):
     nd = x.ndim - 2
     p = (self.patch_size,) * nd
-    x = nn.Conv(self.hidden_size, p, strides=p, padding='VALID',
-                dtype=self.dtype, name='embedding')(x)
+    x = Conv(self.hidden_size, p, strides=p, padding='VALID',
+             dtype=self.dtype, name='embedding')(x)
     grid = x.shape[1:-1]
     tokens = math.prod(grid)
     if self.has_variable('params', 'pos_embedding'):
@@ -273,6 +274,6 @@ class TransUNet(nn.Module):
                      self.spatial_dropout, self.dtype, name=f'decoder_{s}')(
                          x, train)
 
-    x = nn.Conv(self.num_classes, (self.head_kernel_size,) * nd,
-                padding='SAME', dtype=self.dtype, name='head')(x)
+    x = Conv(self.num_classes, (self.head_kernel_size,) * nd,
+             padding='SAME', dtype=self.dtype, name='head')(x)
     return x.astype(jnp.float32)

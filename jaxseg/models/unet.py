@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.models import layers
+from jaxseg.models.convolution import Conv
 from jaxseg.models import sampling
 from jaxseg.models.registry import register
 
@@ -67,9 +68,9 @@ def conv(x, features: int, kernel: int, *, use_bias: bool = True,
   else:
     raise ValueError(f'initializer={initializer!r}; known: '
                      f'{", ".join(INITIALIZERS)}')
-  return nn.Conv(features, (kernel,) * nd, padding='SAME', use_bias=use_bias,
-                 kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
-                 name=name)(x)
+  return Conv(features, (kernel,) * nd, padding='SAME', use_bias=use_bias,
+              kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
+              name=name)(x)
 
 
 def conv_transpose(x, features: int, factor: int, *, initializer: str = 'torch',

@@ -60,6 +60,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxseg.models import layers
+from jaxseg.models.convolution import Conv
 from jaxseg.models import sampling
 from jaxseg.models.registry import register
 
@@ -103,14 +104,14 @@ class ResidualBlock(nn.Module):
     norm = lambda name: layers.norm(  # noqa: E731
         self.norm, train, name=name, momentum=self.bn_momentum,
         epsilon=KERAS_BN_EPSILON, dtype=self.dtype)
-    y = nn.Conv(self.features, (3,) * nd, use_bias=bias, dtype=self.dtype,
-                name='conv1')(x)
+    y = Conv(self.features, (3,) * nd, use_bias=bias, dtype=self.dtype,
+             name='conv1')(x)
     y = act(norm('norm1')(y))
-    y = nn.Conv(self.features, (3,) * nd, use_bias=bias, dtype=self.dtype,
-                name='conv2')(y)
+    y = Conv(self.features, (3,) * nd, use_bias=bias, dtype=self.dtype,
+             name='conv2')(y)
     y = norm('norm2')(y)
     if x.shape[-1] != self.features:
-      x = nn.Conv(self.features, (1,) * nd, dtype=self.dtype, name='proj')(x)
+      x = Conv(self.features, (1,) * nd, dtype=self.dtype, name='proj')(x)
     return act(y + x)
 
 
@@ -210,8 +211,8 @@ class ResidualUNet3D(nn.Module):
     for i, width in enumerate(self.features):
       if i > 0:
         if self.downsampling == 'strided':
-          x = nn.Conv(width, (3,) * nd, strides=(2,) * nd, use_bias=bias,
-                      dtype=self.dtype, name=f'down_{i}')(x)
+          x = Conv(width, (3,) * nd, strides=(2,) * nd, use_bias=bias,
+                   dtype=self.dtype, name=f'down_{i}')(x)
           x = act(norm(f'down_norm_{i}')(x))
         else:
           x = sampling.max_pool(x, 2)
@@ -229,15 +230,15 @@ class ResidualUNet3D(nn.Module):
                                    dtype=self.dtype, name=f'up_{j}')(x)
       else:
         x = layers.upsample(x, 2, 'nearest')
-        x = nn.Conv(width, (3,) * nd, use_bias=bias, dtype=self.dtype,
-                    name=f'up_{j}')(x)
+        x = Conv(width, (3,) * nd, use_bias=bias, dtype=self.dtype,
+                 name=f'up_{j}')(x)
       x = act(norm(f'up_norm_{j}')(x))
       x = jnp.concatenate([skips.pop(), x], axis=-1)
       for b in range(self.decoder_blocks):
         x = drop(block(width, f'decoder_{j}_{b}')(x, train))
       if i < self.num_stage_maps:
-        maps.append(nn.Conv(self.num_classes, (1,) * nd, dtype=self.dtype,
-                            name=f'map_{j}')(x))
+        maps.append(Conv(self.num_classes, (1,) * nd, dtype=self.dtype,
+                         name=f'map_{j}')(x))
 
     # Each map up-sampled (linear) to the input size, summed. (Kayalibay
     # up-samples the running sum x2 per stage: the same up to rounding at
@@ -282,8 +283,8 @@ class ConvNormReLU(nn.Module):
   def __call__(self, x, train: bool):
     """x: (N, *spatial, C_in) -> (N, *spatial, features)."""
     nd = x.ndim - 2
-    x = nn.Conv(self.features, (3,) * nd, kernel_dilation=self.dilation,
-                use_bias=self.norm == 'none', dtype=self.dtype, name='conv')(x)
+    x = Conv(self.features, (3,) * nd, kernel_dilation=self.dilation,
+             use_bias=self.norm == 'none', dtype=self.dtype, name='conv')(x)
     if self.norm == 'group':
       x = nn.GroupNorm(num_groups=henry_groups(self.features, self.groups),
                        epsilon=layers.TORCH_BN_EPSILON, dtype=self.dtype,
@@ -401,7 +402,7 @@ class DilatedUNet3D(nn.Module):
         jnp.concatenate([down2, up(up3, down2)], -1), train)
     up1 = ublock(f[0], last, 'decoder1')(
         jnp.concatenate([down1, up(up2, down1)], -1), train)
-    conv1x1 = lambda name: nn.Conv(  # noqa: E731
+    conv1x1 = lambda name: Conv(  # noqa: E731
         self.num_classes, (1,) * nd, dtype=self.dtype, name=name)
     out = conv1x1('outconv')(up1).astype(jnp.float32)
 

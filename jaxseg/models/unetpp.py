@@ -40,6 +40,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxseg.models import layers
+from jaxseg.models.convolution import Conv
 from jaxseg.models.registry import register
 
 UPSAMPLING = ('linear_align_corners', 'linear', 'nearest', 'transpose')
@@ -68,8 +69,8 @@ class ConvBlock(nn.Module):
     """x: (N, *spatial, C_in) -> (N, *spatial, features)."""
     nd = x.ndim - 2
     for k in (1, 2):
-      x = nn.Conv(self.features, (3,) * nd, padding='SAME',
-                  use_bias=self.use_bias, dtype=self.dtype, name=f'conv{k}')(x)
+      x = Conv(self.features, (3,) * nd, padding='SAME',
+               use_bias=self.use_bias, dtype=self.dtype, name=f'conv{k}')(x)
       x = layers.norm(self.norm, train, name=f'norm{k}', dtype=self.dtype)(x)
       x = nn.relu(x)
       x = layers.dropout(x, self.dropout_rate, self.spatial_dropout, train)
@@ -165,7 +166,7 @@ class UNetPlusPlus(nn.Module):
         inputs.append(self._up(nodes[i + 1, j - 1], i, j))
         nodes[i, j] = block(i, j)(jnp.concatenate(inputs, axis=-1), train)
 
-    head = lambda j, name: nn.Conv(  # noqa: E731
+    head = lambda j, name: Conv(  # noqa: E731
         self.num_classes, (1,) * nd, dtype=self.dtype, name=name)(
             nodes[0, j]).astype(jnp.float32)
     if not self.deep_supervision:

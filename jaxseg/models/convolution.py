@@ -1,0 +1,87 @@
+"""`Conv`: flax's nn.Conv, with 3D stride-1 convolutions computed in 2D.
+
+XLA's CPU backend (jax 0.10) runs 3D convolutions several times slower than
+2D ones of the same arithmetic: a 3x3x3, 16->16 convolution on 2x32^3 takes
+~4x longer forward and backward than the same work as 2D convolutions
+(benchmarks/layer_grad.py, README "Speed"). So a stride-1, undilated,
+ungrouped channels-last 3D convolution with a kd x kh x kw kernel is
+computed as one 2D convolution of the N*D depth slices with the kernel's
+depth taps stacked on the output channels (kh x kw x C -> kd*O), followed
+by a shifted sum over the kd taps along depth:
+
+    y[n, d] = sum_t conv2d(x_pad[n, d + t], W[t])
+
+Equal to lax.conv_general_dilated up to float summation order; gradients
+follow by autodiff (2D convolution gradients, slices, sums). Everything else
+(strides, dilation, groups, 1D/2D, other layouts) is lax.conv_general_dilated
+itself. `Conv` has nn.Conv's fields, parameter names and shapes.
+"""
+
+import functools
+from typing import Sequence, Union
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jax import lax
+
+_SPECS_3D = ('NDHWC', 'DHWIO', 'NDHWC')
+
+
+def _ones(values) -> bool:
+  return values is None or all(v == 1 for v in values)
+
+
+def _pads(padding: Union[str, Sequence[tuple[int, int]]],
+          kernel: Sequence[int]):
+  """Per-axis (lo, hi) padding of a stride-1 conv; None: not handled."""
+  if padding == 'SAME':
+    return [((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel]
+  if padding == 'VALID':
+    return [(0, 0)] * len(kernel)
+  if isinstance(padding, str):
+    return None
+  return [tuple(p) for p in padding]
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None,
+                         feature_group_count=1, precision=None, **kwargs):
+  """lax.conv_general_dilated; 3D stride-1 channels-last as 2D convs."""
+  fallback = functools.partial(
+      lax.conv_general_dilated, lhs, rhs, window_strides, padding,
+      lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers,
+      feature_group_count=feature_group_count, precision=precision, **kwargs)
+  if lhs.ndim != 5 or kwargs or feature_group_count != 1:
+    return fallback()
+  if not (_ones(window_strides) and _ones(lhs_dilation) and
+          _ones(rhs_dilation)):
+    return fallback()
+  channels_last = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _SPECS_3D)
+  if dimension_numbers is None or lax.conv_dimension_numbers(
+      lhs.shape, rhs.shape, dimension_numbers) != channels_last:
+    return fallback()
+  pads = _pads(padding, rhs.shape[:3])
+  if pads is None or any(p < 0 for pair in pads for p in pair):
+    return fallback()
+  return _conv3d_as_2d(lhs, rhs, pads, precision)
+
+
+def _conv3d_as_2d(x, kernel, pads, precision):
+  """x (N, D, H, W, C), kernel (kd, kh, kw, C, O) -> (N, D', H', W', O)."""
+  n, _, _, _, c = x.shape
+  kd, kh, kw, _, o = kernel.shape
+  x = jnp.pad(x, ((0, 0), pads[0], (0, 0), (0, 0), (0, 0)))
+  depth = x.shape[1]
+  out_depth = depth - kd + 1
+  # (kh, kw, C, kd * O): tap t's kernel in output channels [t*O, (t+1)*O).
+  stacked = jnp.transpose(kernel, (1, 2, 3, 0, 4)).reshape(kh, kw, c, kd * o)
+  y = lax.conv_general_dilated(
+      x.reshape((n * depth,) + x.shape[2:]), stacked, (1, 1), pads[1:],
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision)
+  y = y.reshape((n, depth) + y.shape[1:3] + (kd, o))
+  return sum(y[:, t:t + out_depth, :, :, t] for t in range(kd))
+
+
+# nn.Conv computing its convolution with the function above.
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
