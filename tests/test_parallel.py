@@ -15,8 +15,9 @@ def test_four_device_step_equals_one_device_step():
                        capture_output=True, text=True, timeout=600)
   result = json.loads(out.stdout.strip().splitlines()[-1])
   # Batch statistics and gradients are over the whole global batch in both
-  # cases; only the order of float reductions differs.
-  assert result['max_abs_diff'] < 1e-5 * max(1.0, result['max_abs_param']), result
+  # cases; only the order of float reductions differs. Parameters after one
+  # SGD step (lr 0.1), losses after three (see multidevice_step.py).
+  assert result['max_abs_diff'] < 1e-6 * max(1.0, result['max_abs_param']), result
   assert abs(result['loss_1'] - result['loss_4']) < 1e-5, result
 
 
