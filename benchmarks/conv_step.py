@@ -6,15 +6,16 @@
 jaxseg 'unet' (norm='group', features=16, depth=4: 1.94M parameters, the
 configuration of issue 7), sigmoid cross-entropy, Adam; one jitted step
 (forward, backward, update), median of `--steps` after a compiling step.
-The process starts with XLA's defaults and each variant sets its own
-`compiler_options`:
+The process starts with XLA's defaults (JAXSEG_XLA_CPU=xla) and each variant
+sets its own `compiler_options` (jaxseg/xla_cpu.py):
   * 'XLA defaults + flax layers': nn.max_pool / nn.ConvTranspose, YNNPACK on
     for convolutions (jaxseg before issue 7);
-  * 'YNN convs off + flax layers': the opt-in XLA option of jaxseg/xla_cpu.py
-    (JAXSEG_XLA_CPU=fast);
-  * 'jaxseg': the models as they are (jaxseg.models.sampling's max-pool
-    and transposed convolution), XLA's defaults;
-  * 'jaxseg + JAXSEG_XLA_CPU=fast': the models with that option;
+  * 'YNN convs off + flax layers': flax's layers with jaxseg's default
+    option (convolutions out of YNNPACK);
+  * 'XLA defaults + jaxseg layers': jaxseg.models.sampling's max-pool and
+    transposed convolution with XLA's defaults;
+  * 'jaxseg': the models and the option as a run gets them;
+  * 'jaxseg + JAXSEG_XLA_CPU=fast': YNNPACK for dots only;
   * 'jaxseg + fast + fastconv': also the matmul weight gradient of
     benchmarks/fastconv.py;
   * PyTorch: the same network (buda's layout, GroupNorm of 8-channel
@@ -38,6 +39,7 @@ import optax
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+os.environ['JAXSEG_XLA_CPU'] = 'xla'  # XLA's defaults; variants set options
 
 from jaxseg import models  # noqa: E402
 import fastconv  # noqa: E402  (benchmarks/fastconv.py)
@@ -160,10 +162,12 @@ def torch_step(batch, size, _, channels, steps, features=16, depth=4):
 # name: (fastconv, flax max-pool / ConvTranspose, compiler_options)
 VARIANTS = {
     'XLA defaults + flax layers': (False, True, None),
-    'YNN convs off + flax layers': (False, True, xla_cpu.COMPILER_OPTIONS),
-    'jaxseg': (False, False, None),
-    'jaxseg + JAXSEG_XLA_CPU=fast': (False, False, xla_cpu.COMPILER_OPTIONS),
-    'jaxseg + fast + fastconv': (True, False, xla_cpu.COMPILER_OPTIONS),
+    'YNN convs off + flax layers': (False, True, xla_cpu.compiler_options()),
+    'XLA defaults + jaxseg layers': (False, False, None),
+    'jaxseg': (False, False, xla_cpu.compiler_options()),
+    'jaxseg + JAXSEG_XLA_CPU=fast': (False, False,
+                                     xla_cpu.compiler_options('fast')),
+    'jaxseg + fast + fastconv': (True, False, xla_cpu.compiler_options('fast')),
 }
 
 

@@ -14,7 +14,7 @@ respect to the input and the parameters, median of `--repeats` calls:
 GroupNorm + ReLU (the U-Net's norm) is timed for scale. Last, the 3x3x3
 convolution of the 3D U-Nets: flax nn.Conv (XLA's 3D convolution) against
 jaxseg.models.convolution.Conv (the same as 2D convolutions) and torch Conv3d. Ratios come from
-the same run, with XLA_FLAGS as set (JAXSEG_XLA_CPU=fast: jaxseg/xla_cpu.py).
+the same run, with the XLA:CPU mode that JAXSEG_XLA_CPU picks (jaxseg/xla_cpu.py).
 """
 
 import argparse

@@ -1,25 +1,25 @@
 """XLA:CPU options that jaxseg sets before JAX's backend starts.
 
-jaxlib 0.10 hands convolutions on the CPU to its YNNPACK library fusion
-(`__ynn_fusion` in the optimised HLO). For the 3x3 convolutions of the model
-zoo that path is slower than XLA's own (Eigen) convolution: ~2x on the
-forward pass and 4-14x on the weight gradient on this 2-core CPU, while
-YNNPACK's matrix products are faster than XLA's (benchmarks/conv_grad.py).
-Keeping YNNPACK for elementwise ops and reductions as well cost the U-Net
-step ~25 %, so jaxseg keeps it for dots only:
+jaxlib 0.10 hands convolutions, matrix products, elementwise fusions and
+reductions on the CPU to its YNNPACK library (`__ynn_fusion` in the
+optimised HLO). For the 3x3 convolutions of the model zoo YNNPACK is slower
+than XLA's own (Eigen) convolution: ~2x on the forward pass and 4-14x on the
+weight gradient on a 2-core CPU (benchmarks/conv_grad.py). So jaxseg takes
+convolutions out of YNNPACK and keeps the rest; JAXSEG_XLA_CPU picks:
 
-    XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=dot
+  (unset)   YNNPACK for dots, elementwise ops and reductions:
+            --xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce
+            U-Net step 1.47x XLA's defaults; gradients as accurate as them.
+  fast      YNNPACK for dots only (=dot): 2.05x XLA's defaults, but XLA's
+            own reductions round more: a tiny ResU-Net's gradient on one
+            device is 9e-6 from float64 (relative L2) instead of 6e-7, so
+            1- and N-device runs drift apart faster.
+  xla       XLA's own defaults (convolutions in YNNPACK too).
 
-It is opt-in, with JAXSEG_XLA_CPU=fast: without YNNPACK for elementwise ops
-and reductions, a tiny seed-002 run on 1 and on 4 devices ends 3 SGD steps
-4.5e-4 apart (1.7e-5 after one step) where XLA's defaults keep them within
-1e-5, while each convolution stays within 3e-7 of a float64 reference.
-Until that is understood the default is XLA's own pipeline.
-
-`set_defaults()` adds the flag when JAXSEG_XLA_CPU=fast asks for it, JAX has
-not started yet, the installed jaxlib is one it was measured on, and
-XLA_FLAGS does not already name the option. It only touches the CPU
-backend; GPU and TPU compilations ignore it.
+`set_defaults()` adds the option unless XLA_FLAGS already names it, JAX's
+backend has started (it has read XLA_FLAGS then), or the installed jaxlib is
+not one it was measured on. It only touches the CPU backend; GPU and TPU
+compilations ignore it.
 """
 
 import importlib.metadata
@@ -28,13 +28,23 @@ import sys
 from typing import MutableMapping
 
 OPTION = 'xla_cpu_experimental_ynn_fusion_type'
-YNN_KINDS = 'dot'
-# The same setting as `compiler_options` of one jit (benchmarks compare it
-# with XLA's defaults in one process).
-COMPILER_OPTIONS = {OPTION: ','.join(
-    f'LIBRARY_FUSION_TYPE_{kind.upper()}' for kind in YNN_KINDS.split(','))}
+ENV = 'JAXSEG_XLA_CPU'
+# JAXSEG_XLA_CPU value -> YNNPACK fusion kinds (None: XLA's defaults).
+MODES = {'': 'dot,eltwise,reduce', 'fast': 'dot', 'xla': None}
 # jaxlib (major, minor) versions whose XLA knows OPTION and was measured.
 MEASURED_JAXLIB = ((0, 10),)
+
+
+def compiler_options(mode: str = '') -> dict[str, str] | None:
+  """A mode's setting as `jax.jit(...).lower(...).compile(compiler_options)`.
+
+  Benchmarks use it to compare modes in one process.
+  """
+  kinds = MODES[mode]
+  if kinds is None:
+    return None
+  return {OPTION: ','.join(f'LIBRARY_FUSION_TYPE_{kind.upper()}'
+                           for kind in kinds.split(','))}
 
 
 def _jaxlib_version() -> tuple[int, int]:
@@ -53,15 +63,19 @@ def _backend_started() -> bool:
 
 def set_defaults(environ: MutableMapping[str, str] = os.environ,
                  jaxlib_version: tuple[int, int] | None = None) -> bool:
-  """Adds jaxseg's XLA:CPU flag to environ['XLA_FLAGS']; True if it did.
+  """Adds the JAXSEG_XLA_CPU mode's option to environ['XLA_FLAGS'].
 
-  A started backend has read os.environ already: then nothing changes.
+  Returns True if it did. Raises ValueError for an unknown mode.
   """
+  mode = environ.get(ENV, '').strip().lower()
+  if mode not in MODES:
+    raise ValueError(f'{ENV}={environ[ENV]!r} is not a jaxseg XLA:CPU mode; '
+                     f'use one of: unset, {", ".join(m for m in MODES if m)}')
   flags = environ.get('XLA_FLAGS', '')
   version = _jaxlib_version() if jaxlib_version is None else jaxlib_version
   started = environ is os.environ and _backend_started()
-  if (environ.get('JAXSEG_XLA_CPU') != 'fast' or OPTION in flags
+  if (MODES[mode] is None or OPTION in flags
       or version not in MEASURED_JAXLIB or started):
     return False
-  environ['XLA_FLAGS'] = f'{flags} --{OPTION}={YNN_KINDS}'.strip()
+  environ['XLA_FLAGS'] = f'{flags} --{OPTION}={MODES[mode]}'.strip()
   return True
