@@ -2,6 +2,7 @@
 
     python benchmarks/scaling.py                       # seed-002 ResU-Net
     python benchmarks/scaling.py --devices=1,2,4,8 --batch=16 --steps=3
+    python benchmarks/scaling.py --steps=1   # gradients only, no time column
 
 Runs the seed-002 ResU-Net (6.85M parameters, batch norm, dropout) for
 `--steps` SGD-momentum steps from the same initial state on the same global batch
@@ -67,7 +68,7 @@ def run(devices, batch, steps):
     jax.block_until_ready(state)
     times.append(time.perf_counter() - t0)
   return (jax.device_get(state.params), float(metrics.compute()['loss']),
-          statistics.median(times))
+          statistics.median(times) if times else float('nan'))
 
 
 def main(argv=None):
@@ -76,6 +77,8 @@ def main(argv=None):
   parser.add_argument('--batch', type=int, default=16)
   parser.add_argument('--steps', type=int, default=4)
   args = parser.parse_args(argv)
+  if args.steps < 1:
+    parser.error(f'--steps must be at least 1, not {args.steps}')
   counts = [int(n) for n in args.devices.split(',')]
   if max(counts) > jax.device_count():
     parser.error(f'{max(counts)} devices asked, {jax.device_count()} present')
