@@ -27,9 +27,7 @@ absolute times vary between runs.
 import argparse
 import itertools
 import os
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +38,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import fastconv  # noqa: E402  (benchmarks/fastconv.py)
+from timing import median_time  # noqa: E402  (benchmarks/timing.py)
 
 # (name, input shape channels-last, kernel size, output channels)
 SHAPES = (
@@ -53,13 +52,7 @@ NO_YNN = fastconv.NO_YNN
 
 
 def median_ms(fn, *args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return 1e3 * statistics.median(times)
+  return 1e3 * median_time(lambda: jax.block_until_ready(fn(*args)), repeats)
 
 
 def compiled(fn, *args, options=None):
@@ -149,13 +142,7 @@ def torch_row(x, w, dy, repeats):
     return torch.autograd.grad(y, xr if wrt == 'x' else wr, dyt)[0]
 
   def timed(f):
-    f()
-    times = []
-    for _ in range(repeats):
-      t0 = time.perf_counter()
-      f()
-      times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    return 1e3 * median_time(f, repeats)
 
   return timed(fwd), timed(lambda: grad('x')), timed(lambda: grad('w'))
 

@@ -27,9 +27,7 @@ import argparse
 import contextlib
 import os
 
-import statistics
 import sys
-import time
 
 import flax.linen as nn
 import jax
@@ -43,6 +41,7 @@ os.environ['JAXSEG_XLA_CPU'] = 'xla'  # XLA's defaults; variants set options
 
 from jaxseg import models  # noqa: E402
 import fastconv  # noqa: E402  (benchmarks/fastconv.py)
+from timing import median_time  # noqa: E402  (benchmarks/timing.py)
 from jaxseg import xla_cpu  # noqa: E402
 from jaxseg.models import unet  # noqa: E402
 
@@ -92,15 +91,12 @@ def jax_step(batch, size, _, channels, steps, fast, flax_layers, options):
     compiled = jax.jit(step).lower(params, opt, x, y).compile(
         compiler_options=options)
   count = sum(p.size for p in jax.tree.leaves(params))
-  params, opt, _ = compiled(params, opt, x, y)
-  jax.block_until_ready(params)
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    params, opt, value = compiled(params, opt, x, y)
-    jax.block_until_ready(params)
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times), count
+  carry = [params, opt]
+
+  def one():
+    carry[:] = compiled(*carry, x, y)[:2]
+    jax.block_until_ready(carry[0])
+  return median_time(one, steps), count
 
 
 def torch_step(batch, size, _, channels, steps, features=16, depth=4):
@@ -150,13 +146,7 @@ def torch_step(batch, size, _, channels, steps, features=16, depth=4):
     loss_fn(net(x), y).backward()
     opt.step()
 
-  one()
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    one()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times), sum(p.numel() for p in net.parameters())
+  return median_time(one, steps), sum(p.numel() for p in net.parameters())
 
 
 # name: (fastconv, flax max-pool / ConvTranspose, compiler_options)

@@ -19,15 +19,14 @@ the same run, with the XLA:CPU mode that JAXSEG_XLA_CPU picks (jaxseg/xla_cpu.py
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from jaxseg.models import convolution  # noqa: E402
 from jaxseg.models import sampling  # noqa: E402
+from timing import median_time  # noqa: E402  (benchmarks/timing.py)
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
@@ -42,13 +41,7 @@ VOLUMES = ((2, 64, 64, 64, 8), (2, 32, 32, 32, 16), (2, 16, 16, 16, 64))
 
 
 def _median_ms(fn, repeats):
-  fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return 1000 * statistics.median(times)
+  return 1000 * median_time(fn, repeats)
 
 
 def _jax_ms(loss, args, repeats):

@@ -33,9 +33,7 @@ upsampling + Conv(2)).
 import argparse
 import functools
 import os
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +44,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from jaxseg import config_base  # noqa: E402
+from timing import median_time  # noqa: E402  (benchmarks/timing.py)
 from jaxseg import losses  # noqa: E402
 from jaxseg import train  # noqa: E402
 from jaxseg.models import shapes  # noqa: E402
@@ -67,18 +66,6 @@ CASES = {
         'brats15_unet3d', {}, (8, 96, 96, 96, 1), (2, 32, 32, 32, 1),
         'seed 000 plain 3D U-Net'),
 }
-
-
-def median_time(fn, steps: int, warmup: int) -> float:
-  """Median seconds of fn() (which must block until done)."""
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
 
 
 # ------------------------------------------------------------------ jaxseg

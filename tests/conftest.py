@@ -55,3 +55,33 @@ def shared_data():
   if not SHARED_DATA.is_dir():
     pytest.skip(f'real BraTS sample data not found at {SHARED_DATA}')
   return SHARED_DATA
+
+
+def random_array(shape, seed=0):
+  """Standard-normal float32 test input of `shape`."""
+  import jax.numpy as jnp
+  import numpy as np
+  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def assert_layer_matches(ours, ref, x, *, key, atol, grad_atol, grad_seed):
+  """Flax module `ours` equals `ref` on x: parameter shapes, values, gradients.
+
+  The gradients are those of sum(layer(x) * w) for a random w, with respect
+  to the parameters and the input, both computed with `ref`'s parameters.
+  """
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  variables = ref.init(key, x)
+  assert (jax.tree.map(np.shape, ours.init(key, x)) ==
+          jax.tree.map(np.shape, variables))
+  y_ref, y = ref.apply(variables, x), ours.apply(variables, x)
+  assert y.shape == y_ref.shape
+  np.testing.assert_allclose(y, y_ref, atol=atol)
+  w = random_array(y.shape, seed=grad_seed)
+  loss = lambda m: lambda v, x: jnp.sum(m.apply(v, x) * w)  # noqa: E731
+  g_ref = jax.grad(loss(ref), argnums=(0, 1))(variables, x)
+  g = jax.grad(loss(ours), argnums=(0, 1))(variables, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=grad_atol),
+               g, g_ref)

@@ -7,15 +7,13 @@ tree, and leave every setting it does not handle to lax unchanged.
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
+from conftest import assert_layer_matches, random_array
 from jaxseg.models import convolution
 
 
-def _x(shape, seed=0):
-  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+_x = random_array
 
 
 @pytest.mark.parametrize('kernel,padding,strides,dilation,shape', [
@@ -30,22 +28,11 @@ def _x(shape, seed=0):
     ((3, 3), 'SAME', 1, 1, (2, 6, 6, 3)),         # 2D: lax itself
 ])
 def test_conv_equals_flax_conv(kernel, padding, strides, dilation, shape):
-  x = _x(shape)
   kw = dict(features=4, kernel_size=kernel, padding=padding, strides=strides,
             kernel_dilation=dilation)
-  ref, ours = nn.Conv(**kw), convolution.Conv(**kw)
-  variables = ref.init(jax.random.key(0), x)
-  assert (jax.tree.map(np.shape, ours.init(jax.random.key(0), x)) ==
-          jax.tree.map(np.shape, variables))
-  y_ref, y = ref.apply(variables, x), ours.apply(variables, x)
-  assert y.shape == y_ref.shape
-  np.testing.assert_allclose(y, y_ref, atol=2e-6)
-  w = _x(y.shape, seed=1)
-  loss = lambda m: lambda v, x: jnp.sum(m.apply(v, x) * w)  # noqa: E731
-  g_ref = jax.grad(loss(ref), argnums=(0, 1))(variables, x)
-  g = jax.grad(loss(ours), argnums=(0, 1))(variables, x)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), g,
-               g_ref)
+  assert_layer_matches(convolution.Conv(**kw), nn.Conv(**kw), _x(shape),
+                       key=jax.random.key(0), atol=2e-6, grad_atol=2e-5,
+                       grad_seed=1)
 
 
 def test_3d_stride_1_convolution_is_computed_in_2d():

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import assert_layer_matches, random_array
 from jaxseg.models import sampling
 
 CONV_T = [  # (kernel, stride, padding)
@@ -22,8 +23,7 @@ CONV_T = [  # (kernel, stride, padding)
 ]
 
 
-def _x(shape, seed=0):
-  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+_x = random_array
 
 
 @pytest.mark.parametrize('nd', [1, 2, 3])
@@ -31,23 +31,11 @@ def _x(shape, seed=0):
 def test_conv_transpose_equals_flax(nd, kernel, stride, padding):
   if padding == 'pairs':
     padding = ((1, 2),) * nd
-  x = _x((2,) + (5,) * nd + (3,))
   kw = dict(features=4, kernel_size=(kernel,) * nd, strides=(stride,) * nd,
             padding=padding)
-  ref, ours = nn.ConvTranspose(**kw), sampling.ConvTranspose(**kw)
-  variables = ref.init(jax.random.key(1), x)
-  assert (jax.tree.map(np.shape, ours.init(jax.random.key(1), x)) ==
-          jax.tree.map(np.shape, variables))
-  y_ref, y = ref.apply(variables, x), ours.apply(variables, x)
-  assert y.shape == y_ref.shape
-  np.testing.assert_allclose(y, y_ref, atol=1e-5)
-
-  w = _x(y.shape, seed=2)
-  loss = lambda m: lambda v, x: jnp.sum(m.apply(v, x) * w)  # noqa: E731
-  g_ref = jax.grad(loss(ref), argnums=(0, 1))(variables, x)
-  g = jax.grad(loss(ours), argnums=(0, 1))(variables, x)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), g,
-               g_ref)
+  assert_layer_matches(sampling.ConvTranspose(**kw), nn.ConvTranspose(**kw),
+                       _x((2,) + (5,) * nd + (3,)), key=jax.random.key(1),
+                       atol=1e-5, grad_atol=1e-4, grad_seed=2)
 
 
 def test_conv_transpose_takes_the_sub_pixel_path_where_it_should():
