@@ -19,7 +19,8 @@ section). The same results computed another way:
     output phase (sub-pixel convolution), each with the kernel taps that
     reach that phase, interleaved by a reshape. Kernel == stride (the
     U-Net's 2x2/2) becomes s^d 1x1 convolutions, i.e. matrix products. The
-    result equals `lax.conv_transpose` up to float summation order.
+    result equals `lax.conv_transpose` up to float summation order; in 3D
+    the phases go through `convolution`'s 2D formulation.
 
 Settings the fast paths do not cover fall back to the flax/lax layers.
 """
@@ -33,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from jaxseg.models import convolution
 
 Padding = Union[str, Sequence[tuple[int, int]]]
 
@@ -190,7 +193,8 @@ class ConvTranspose(nn.Module):
                               x.dtype))
         continue
       sub = kernel[np.ix_(*(taps for taps, _ in phase))]
-      outs.append(lax.conv_general_dilated(
+      # 3D phases take convolution's 2D path too (stride 1, channels-last).
+      outs.append(convolution.conv_general_dilated(
           x, sub, (1,) * nd, [pad for _, pad in phase],
           dimension_numbers=specs))
     strides = tuple(len(phases) for _, phases in plan)
