@@ -273,6 +273,32 @@ def restore_checkpoint(manager, state: TrainState):
   return restored['state'], LoopState(**restored['loop'])
 
 
+PARAMETER_TABLE = 'parameters.txt'
+
+
+def write_parameter_table(params, workdir: str) -> str:
+  """Writes clu's per-layer parameter table to `<workdir>/parameters.txt`."""
+  path = os.path.join(workdir, PARAMETER_TABLE)
+  os.makedirs(workdir, exist_ok=True)
+  with open(path, 'w') as f:
+    f.write(parameter_overview.get_parameter_overview(params) + '\n')
+  return path
+
+
+def compile_step(step_fn, state, batch, key):
+  """Compiles the jitted train step before the loop, saying so (tens of s on a CPU).
+
+  Returns the compiled step; a cached program (`~/.cache/jaxseg/xla`) loads
+  in about a second.
+  """
+  logging.info('compiling the train step (the first run of a config takes '
+               'tens of seconds on a CPU; reruns load it from the cache)...')
+  t0 = time.time()
+  compiled = step_fn.lower(state, batch, key).compile()
+  logging.info('compiled in %.1f s', time.time() - t0)
+  return compiled
+
+
 class Progress:
   """A progress line: step, loss, images/s and the time left."""
 
@@ -378,11 +404,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   replicated = parallel.replicated(mesh)
   state = jax.device_put(state, replicated)
   if jax.process_index() == 0:
-    logging.info('model %s:\n%s', config.model.name,
-                 parameter_overview.get_parameter_overview(state.params))
-  logging.info('model %s: %s trainable parameters, input %s', config.model.name,
+    write_parameter_table(state.params, workdir)
+  logging.info('model %s: %s trainable parameters, input %s (layer table: '
+               '%s)', config.model.name,
                f'{sum(x.size for x in jax.tree.leaves(state.params)):,}',
-               image_shape)
+               image_shape, os.path.join(workdir, PARAMETER_TABLE))
 
   latest, best = _checkpoint_managers(workdir)
   loop = LoopState()
@@ -421,10 +447,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   step = int(state.step)
   t_start = time.time() - loop.train_seconds
+  first_batch = None
+  if loop.epoch < config.train.num_epochs and not loop.stopped_early:
+    first_batch = parallel.to_global(next(iterator), mesh)
+    p_train = compile_step(p_train, state, first_batch, dropout_key)
   while loop.epoch < config.train.num_epochs and not loop.stopped_early:
     epoch_metrics = None
     while step < (loop.epoch + 1) * steps_per_epoch:
-      batch = parallel.to_global(next(iterator), mesh)
+      if first_batch is not None:
+        batch, first_batch = first_batch, None
+      else:
+        batch = parallel.to_global(next(iterator), mesh)
       state, step_metrics = p_train(state, batch, dropout_key)
       epoch_metrics = (step_metrics if epoch_metrics is None
                        else epoch_metrics.merge(step_metrics))
