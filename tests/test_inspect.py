@@ -1,4 +1,4 @@
-"""The dataset inspector and the label-copy guard (jaxseg/data/inspect.py).
+"""The dataset inspector (jaxseg/data/inspect.py) and the label-copy guard (jaxseg/data/checks.py).
 
 References: hand-worked volumes (histograms, fractions, percentiles, a
 rotated 2 mm affine), numpy on the NIfTI files as nibabel reads them, the
@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from jaxseg.data import checks
 from jaxseg.data import dataset
 from jaxseg.data import inspect as ins
 from jaxseg.data import pipeline
@@ -162,7 +163,7 @@ def test_exact_copy_is_flagged():
   # An integer image whose values are all valid BraTS labels.
   image[..., 2] = np.where(image[..., 2] > 0,
                            np.array([1, 2, 4])[image[..., 2].astype(int) % 3], 0)
-  assert ins.label_copies_channel(image, image[..., 2].astype(np.uint8)) == (2, 1.0)
+  assert checks.label_copies_channel(image, image[..., 2].astype(np.uint8)) == (2, 1.0)
 
 
 @pytest.mark.parametrize('scale, shift, noise', [(250.0, 0.0, 0.0),
@@ -176,7 +177,7 @@ def test_scaled_copy_is_flagged(scale, shift, noise):
   image[..., 3] = np.where(brain, scale * label + shift +
                            rng.normal(0, noise, label.shape) if noise else
                            scale * label + shift, 0)
-  found = ins.label_copies_channel(image, label)
+  found = checks.label_copies_channel(image, label)
   assert found is not None and found[0] == 3
   r = abs(np.corrcoef(image[..., 3][brain], label[brain])[0, 1])
   assert r >= 0.98 and found[1] == pytest.approx(r, abs=1e-9)
@@ -185,33 +186,33 @@ def test_scaled_copy_is_flagged(scale, shift, noise):
 def test_binarised_copies_are_flagged():
   image, _ = _brain_phantom()
   # label = flair != 0: the channel's own mask, Dice 1.
-  found = ins.label_copies_channel(image, (image[..., 0] != 0).astype(np.uint8))
+  found = checks.label_copies_channel(image, (image[..., 0] != 0).astype(np.uint8))
   assert found == (0, 1.0)
   # label = t1 > 0 where resampling left small negative values around the
   # brain: the mask channel > 0 matches, channel != 0 would not.
   rim = (image[..., 1] == 0) & (np.roll(image[..., 1], 1, axis=0) > 0)
   image[..., 1][rim] = -2
   label = (image[..., 1] > 0).astype(np.uint8)
-  assert ins.dice(label > 0, image[..., 1] != 0) < ins.COPY_DICE
-  assert ins.copy_scores(image, label)[1].mask_dice == 1.0
-  assert ins.label_copies_channel(image, label)[1] == 1.0
+  assert checks.dice(label > 0, image[..., 1] != 0) < checks.COPY_DICE
+  assert checks.copy_scores(image, label)[1].mask_dice == 1.0
+  assert checks.label_copies_channel(image, label)[1] == 1.0
   # The brain mask (any channel != 0) where no channel's mask is the whole
   # brain: t1ce has an extra plane at y = 0, t2 one at y = 17.
   image[:, 0, :, 2] = 7
   image[:, 17, :, 3] = 7
   brain = np.any(image != 0, axis=-1)
-  own = [ins.dice(brain, image[..., c] != 0) for c in range(4)]
-  assert max(own) < ins.COPY_DICE
-  found = ins.label_copies_channel(image, brain.astype(np.uint8))
+  own = [checks.dice(brain, image[..., c] != 0) for c in range(4)]
+  assert max(own) < checks.COPY_DICE
+  found = checks.label_copies_channel(image, brain.astype(np.uint8))
   assert found is not None and found[1] == 1.0
-  scores = ins.copy_scores(image, brain.astype(np.uint8))
-  assert scores[found[0]].mask == ins.BRAIN_MASK
+  scores = checks.copy_scores(image, brain.astype(np.uint8))
+  assert scores[found[0]].mask == checks.BRAIN_MASK
 
 
 def test_real_tumours_are_not_flagged_in_the_phantom():
   image, label = _brain_phantom()
-  assert ins.label_copies_channel(image, label) is None
-  assert ins.label_copies_channel(image, np.zeros_like(label)) is None
+  assert checks.label_copies_channel(image, label) is None
+  assert checks.label_copies_channel(image, np.zeros_like(label)) is None
 
 
 def _tumour_crop(volume, margin=8):
@@ -231,8 +232,8 @@ def test_real_labels_are_not_flagged(root, mods):
     volume = sources.load_case(case, mods)
     image, label = _tumour_crop(volume)
     assert np.count_nonzero(label) == np.count_nonzero(volume.label)
-    assert ins.label_copies_channel(image, label) is None, case.case_id
-    for s in ins.copy_scores(image, label):
+    assert checks.label_copies_channel(image, label) is None, case.case_id
+    for s in checks.copy_scores(image, label):
       assert s.correlation < 0.9 and s.mask_dice < 0.9, (case.case_id, s)
 
 

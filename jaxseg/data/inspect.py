@@ -30,36 +30,16 @@ cannot be read is reported and the others are still inspected; the command
 then ends with one `jaxseg: error:` line and exit status 2, as does a bad
 config or a missing root. A label that copies an input channel (seed 000
 lost its results to labels loaded as a copy of the image) is a warning here;
-`check_label_not_copy` makes it an error when training data is prepared.
+`checks.check_label_not_copy` makes it an error when training data is prepared.
 
-The label-copy guard (`copy_scores`), per channel, on the label as loaded
-(volumes above 2**21 voxels strided in H and W first, every axial slice
-kept: about 0.1 s for a 240x240x155 case of 4 channels):
-
-* |Pearson r| between label values and channel intensities over the brain
-  voxels >= `COPY_CORRELATION` (0.98): an exact, rescaled or shifted copy (r
-  is invariant to a * x + b), e.g. an integer image whose values happen to
-  be valid label values, so that the label-value check let it through. Over
-  the brain, not all voxels: where the tumour fills most of the brain, the
-  zero background alone makes r large (0.97 on the 32^3 synthetic set).
-* Dice between the label foreground (label > 0) and the channel's mask
-  (channel != 0, or channel > 0 where resampling left negative values) or
-  the brain mask (any channel != 0) >= `COPY_DICE` (0.99): a binarised
-  copy. A tumour
-  that is a fraction f of the brain scores 2f / (1 + f): 0.99 needs f >= 0.98.
-
-Measured maxima of real labels: |r| 0.77 and mask Dice 0.27 on
-../shared/data (tumour <= 16 % of the brain); the synthetic sets, whose
-tumours fill up to 96 % of a 32^3 brain, reach |r| 0.89 and mask Dice 0.98.
-Not flagged, deliberately: a binarisation at a higher threshold, which cannot
-be told from an annotation drawn by thresholding.
+The label-copy scores and their thresholds are `jaxseg.data.checks`'s
+(`copy_scores`, `COPY_CORRELATION`, `COPY_DICE`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -70,167 +50,11 @@ from absl import flags
 from ml_collections import config_flags
 import numpy as np
 
+from jaxseg.data import checks
 from jaxseg.data import sources
 from jaxseg.errors import InputError
 
-COPY_CORRELATION = 0.98
-COPY_DICE = 0.99
-# The guard strides larger volumes in H and W down to about this many voxels.
-_GUARD_MAX_VOXELS = 2 ** 21
 PERCENTILES = (1.0, 99.0)
-OWN_MASK = 'non-zero mask'
-BRAIN_MASK = 'brain mask (any channel != 0)'
-
-
-# ------------------------------------------------------------ label guard
-
-
-@dataclasses.dataclass(frozen=True)
-class CopyScore:
-  """How much the label looks like one input channel.
-
-  Attributes:
-    channel: the channel index.
-    correlation: |Pearson r| between label values and channel intensities
-      over the brain voxels (any channel != 0); 0 where either is constant.
-    mask_dice: Dice between label > 0 and a mask: the best of channel != 0,
-      channel > 0 and the brain mask (any channel != 0).
-    mask: the mask of `mask_dice`, in words.
-  """
-  channel: int
-  correlation: float
-  mask_dice: float
-  mask: str = 'non-zero mask'   # OWN_MASK or BRAIN_MASK
-
-  @property
-  def is_copy(self) -> bool:
-    return (self.correlation >= COPY_CORRELATION or
-            self.mask_dice >= COPY_DICE)
-
-  @property
-  def measure(self) -> str:
-    """'correlation' or 'mask_dice': the one that flags it (else the larger)."""
-    flags_r = self.correlation >= COPY_CORRELATION
-    if flags_r != (self.mask_dice >= COPY_DICE):
-      return 'correlation' if flags_r else 'mask_dice'
-    return 'correlation' if self.correlation >= self.mask_dice else 'mask_dice'
-
-  @property
-  def score(self) -> float:
-    return getattr(self, self.measure)
-
-  def describe(self) -> str:
-    """'correlation 0.999' or 'foreground Dice 0.995 with its non-zero mask'."""
-    if self.measure == 'correlation':
-      return f'correlation {self.correlation:.3f}'
-    return f'foreground Dice {self.mask_dice:.3f} with its {self.mask}'
-
-
-def _strided(image: np.ndarray, label: np.ndarray):
-  """Views of (H, W, D, C) and (H, W, D) strided in H, W to ~_GUARD_MAX_VOXELS."""
-  stride = max(1, math.ceil(math.sqrt(label.size / _GUARD_MAX_VOXELS)))
-  return image[::stride, ::stride], label[::stride, ::stride]
-
-
-def pearson(x: np.ndarray, y: np.ndarray) -> float:
-  """Pearson r of two same-size arrays (float64 sums); 0 if either is constant."""
-  x = np.asarray(x, np.float64).ravel()
-  y = np.asarray(y, np.float64).ravel()
-  x = x - x.mean()
-  y = y - y.mean()
-  denom = math.sqrt(float(np.dot(x, x)) * float(np.dot(y, y)))
-  return float(np.dot(x, y)) / denom if denom > 0 else 0.0
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-  """Dice of two boolean masks; 0 when both are empty."""
-  total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
-  return 2.0 * int(np.count_nonzero(a & b)) / total if total else 0.0
-
-
-def copy_scores(image: np.ndarray, label: np.ndarray) -> list[CopyScore]:
-  """The copy measures of the label against each channel (module docstring).
-
-  Args:
-    image: (H, W, D, C) channels.
-    label: (H, W, D) label values.
-  """
-  if image.shape[:3] != label.shape:
-    raise ValueError(f'image {image.shape} and label {label.shape} differ')
-  image, label = _strided(image, label)
-  brain = np.any(image != 0, axis=-1)
-  if not brain.any():
-    brain = np.ones_like(brain)
-  foreground = label > 0
-  inside = label[brain]
-  brain_dice = dice(foreground, brain)
-  scores = []
-  for c in range(image.shape[-1]):
-    channel = image[..., c]
-    own = max(dice(foreground, channel != 0), dice(foreground, channel > 0))
-    scores.append(CopyScore(
-        channel=c, correlation=abs(pearson(channel[brain], inside)),
-        mask_dice=max(own, brain_dice),
-        mask=OWN_MASK if own >= brain_dice else BRAIN_MASK))
-  return scores
-
-
-def label_copies_channel(image: np.ndarray, label: np.ndarray
-                         ) -> tuple[int, float] | None:
-  """(channel index, score) of the channel the label (nearly) copies, or None.
-
-  Args:
-    image: (H, W, D, C) channels.
-    label: (H, W, D) label values.
-
-  Returns:
-    The channel with the highest flagging score (|Pearson r| >=
-    COPY_CORRELATION or mask Dice >= COPY_DICE, see the module docstring)
-    and that score, or None when no channel reaches them.
-  """
-  found = _worst_copy(copy_scores(image, label))
-  return None if found is None else (found.channel, found.score)
-
-
-def _worst_copy(scores: Sequence[CopyScore]) -> CopyScore | None:
-  copies = [s for s in scores if s.is_copy]
-  # Ties (channels sharing one mask; the brain mask is every channel's) go
-  # to the best correlation, then to a channel's own mask.
-  return (max(copies, key=lambda s: (s.score, s.correlation,
-                                     s.mask == OWN_MASK))
-          if copies else None)
-
-
-def _channel_name(volume: sources.Volume, c: int) -> str:
-  return volume.modalities[c] if c < len(volume.modalities) else f'channel {c}'
-
-
-def copy_problem(volume: sources.Volume) -> dict | None:
-  """{'channel', 'score', 'measure', 'message'} if the label copies a channel."""
-  if volume.label is None:
-    return None
-  found = _worst_copy(copy_scores(volume.image, volume.label))
-  if found is None:
-    return None
-  name = _channel_name(volume, found.channel)
-  return dict(
-      channel=name, score=round(found.score, 6),
-      measure=found.measure,
-      message=(f"the label of case {volume.case_id} equals (nearly) channel "
-               f"'{name}' ({found.describe()}): labels loaded as a copy of the "
-               "image (seed 000's bug); check the label path"))
-
-
-def check_label_not_copy(volume: sources.Volume, where) -> None:
-  """InputError(where, ...) if the label (nearly) copies an input channel.
-
-  Args:
-    volume: a case from `sources.load_case`; no label: nothing to check.
-    where: what the error names, e.g. the label file.
-  """
-  problem = copy_problem(volume)
-  if problem is not None:
-    raise InputError(where, problem['message'])
 
 
 # ---------------------------------------------------------- case summary
@@ -284,7 +108,7 @@ def case_summary(volume: sources.Volume,
       case=volume.case_id,
       shape=[int(s) for s in image.shape[:3]],
       spacing=voxel_spacing(volume.affine),
-      channels={_channel_name(volume, c): channel_stats(image[..., c], brain)
+      channels={checks.channel_name(volume, c): channel_stats(image[..., c], brain)
                 for c in range(image.shape[-1])},
       voxels=int(brain.size), brain_voxels=n_brain,
       labelled=volume.label is not None,
@@ -297,7 +121,7 @@ def case_summary(volume: sources.Volume,
         tumour_voxels=tumour,
         tumour_fraction_brain=tumour / n_brain if n_brain else None,
         tumour_fraction_all=tumour / volume.label.size,
-        label_copy=copy_problem(volume))
+        label_copy=checks.copy_problem(volume))
   return row
 
 
@@ -550,7 +374,7 @@ def write_montage(volumes: Sequence[sources.Volume], path: str,
                 vmax=max(hi, lo + 1e-6))
       if volume.label is not None:
         ax.imshow(np.rot90(plots.label_rgba(volume.label[..., z][box])))
-      ax.set_title(f'{volume.case_id}\n{_channel_name(volume, c)}  z={shown}',
+      ax.set_title(f'{volume.case_id}\n{checks.channel_name(volume, c)}  z={shown}',
                    fontsize=7)
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -657,8 +481,8 @@ def inspect_dataset(config, output_dir: str | None = None, num_cases: int = 4,
   print(format_report(rows, summary), file=stream, flush=True)
   result = dict(root=os.path.abspath(root), output=os.path.abspath(output_dir),
                 modalities=list(modalities),
-                thresholds=dict(copy_correlation=COPY_CORRELATION,
-                                copy_dice=COPY_DICE),
+                thresholds=dict(copy_correlation=checks.COPY_CORRELATION,
+                                copy_dice=checks.COPY_DICE),
                 cases=rows, summary=summary)
   write_json(result, os.path.join(output_dir, 'inspect.json'))
   shown = (flagged + picked)[:num_cases]

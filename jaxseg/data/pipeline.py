@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from jaxseg.data import augment as augment_lib
-from jaxseg.data import inspect as data_inspect
+from jaxseg.data import checks
 from jaxseg.data import preprocess
 from jaxseg.data import sources
 
@@ -73,7 +73,7 @@ def prepare_split(cases: Sequence[sources.Case], *, modalities: Sequence[str],
   stacks, slices = [], []
   for i, case in enumerate(cases):
     volume = sources.load_case(case, modalities)
-    data_inspect.check_label_not_copy(volume, case.label or case.case_id)
+    checks.check_label_not_copy(volume, case.label or case.case_id)
     if dims == 3:
       stack = preprocess.case_to_volume(
           volume.image, volume.label, image_size=image_size, depth=depth,

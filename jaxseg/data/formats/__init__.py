@@ -1,16 +1,19 @@
 """Readers of the studies' on-disk formats, behind one interface.
 
 `sources.discover_cases(root)` tries, in order: a datalist (`dataset.json`, or
-a `.json` path: Decathlon/MONAI, 3D or 4D NIfTI), the layouts below, then
-BraTS 2018+ NIfTI case folders. Every reader module has
+a `.json` path: Decathlon/MONAI, 3D or 4D NIfTI, `jaxseg.data.datalist`),
+then the layouts of the readers below in their order (BraTS 2018+ NIfTI
+case folders last). Every reader module has
 
     LAYOUT: str                          one line naming the layout on disk
     detect(root) -> bool                 cheap (file names only)
-    discover(root) -> list[sources.Case] cases with `reader` = its key here
+    discover(root) -> list[case.Case] cases with `reader` = its key here
     check(case, modalities) -> (H, W, D) headers only where the format allows
-    load(case, modalities) -> sources.Volume
+    load(case, modalities) -> case.Volume
 
-`modalities` are canonical names (`sources.canonical_modality`) the case is
+and imports only `jaxseg.data.case` and `jaxseg.data.checks` of the data
+package (no import circle). `modalities` are canonical names
+(`case.canonical_modality`) the case is
 known to have. Optional dependencies (SimpleITK, tifffile, pycocotools) are
 imported inside `check`/`load`, so `detect` and the rest of jaxseg work
 without them; a missing one is an `InputError` naming the pip extra.
@@ -27,6 +30,7 @@ READERS = {
     'lgg_tiff': 'jaxseg.data.formats.lgg_tiff',
     'coco': 'jaxseg.data.formats.coco',
     'npy_slices': 'jaxseg.data.formats.npy_slices',
+    'nifti': 'jaxseg.data.formats.nifti',
 }
 
 

@@ -51,7 +51,9 @@ from typing import Sequence
 import numpy as np
 
 from jaxseg.data import formats
-from jaxseg.data import sources
+from jaxseg.data import checks
+from jaxseg.data.case import (BRATS19_LABELS, Case, MODALITIES, Volume,
+                              canonical_modality)
 from jaxseg.errors import InputError
 
 LAYOUT = ('BraTS 2015 MetaImage ([HGG|LGG/]brats_*/VSD.Brain.XX.O.MR_<Flair|'
@@ -61,7 +63,7 @@ LAYOUT = ('BraTS 2015 MetaImage ([HGG|LGG/]brats_*/VSD.Brain.XX.O.MR_<Flair|'
 GRADES = ('HGG', 'LGG', 'HGG_LGG')
 # On-disk value -> BraTS 2017+ value: non-enhancing (3) joins NCR/NET (1).
 LABEL_MAP = ((0, 0), (1, 1), (2, 2), (3, 1), (4, 4))
-LABEL_VALUES = sources.BRATS19_LABELS
+LABEL_VALUES = BRATS19_LABELS
 ET_LABEL = 4
 LABEL_KIND = 'OT'
 _EXT = '.mha'
@@ -91,7 +93,7 @@ def _kind(name: str) -> str | None:
   kind = m.group('kind')
   if kind.upper() == LABEL_KIND:
     return LABEL_KIND
-  return sources.canonical_modality(kind[3:])
+  return canonical_modality(kind[3:])
 
 
 def _is_case(folder: str) -> bool:
@@ -158,7 +160,7 @@ def _mha_file(folder: str) -> str:
                    f'and none is {own}: keep one')
 
 
-def _case(case_id: str, folder: str) -> sources.Case:
+def _case(case_id: str, folder: str) -> Case:
   """Reads one case folder's VSD subfolders."""
   files: dict[str, str] = {}
   for entry in _subdirs(folder):
@@ -172,9 +174,9 @@ def _case(case_id: str, folder: str) -> sources.Case:
                        f'{entry.name}; keep one')
     files[kind] = _mha_file(entry.path)
   label = files.pop(LABEL_KIND, None)
-  order = [m for m in sources.MODALITIES if m in files]
+  order = [m for m in MODALITIES if m in files]
   order += sorted(m for m in files if m not in order)
-  return sources.Case(
+  return Case(
       case_id=case_id,
       images={m: files[m] for m in order},
       label=label,
@@ -186,7 +188,7 @@ def _case(case_id: str, folder: str) -> sources.Case:
       label_map=LABEL_MAP)
 
 
-def discover(root: str) -> list[sources.Case]:
+def discover(root: str) -> list[Case]:
   """One case per case folder, sorted by id."""
   root = os.fspath(root)
   found = _case_folders(root)
@@ -264,12 +266,12 @@ def affine(geo: dict) -> np.ndarray:
   return _LPS_TO_RAS @ lps
 
 
-def _paths(case: sources.Case, modalities: Sequence[str]) -> list[str]:
+def _paths(case: Case, modalities: Sequence[str]) -> list[str]:
   paths = [case.images[m] for m in modalities]
   return paths + ([case.label] if case.label is not None else [])
 
 
-def _check(case: sources.Case, modalities: Sequence[str], sitk) -> dict:
+def _check(case: Case, modalities: Sequence[str], sitk) -> dict:
   """Headers of every channel and the label; their one geometry."""
   paths = _paths(case, modalities)
   first = _geometry(paths[0], sitk)
@@ -278,7 +280,7 @@ def _check(case: sources.Case, modalities: Sequence[str], sitk) -> dict:
   return first
 
 
-def check(case: sources.Case,
+def check(case: Case,
           modalities: Sequence[str]) -> tuple[int, int, int]:
   """Reads the headers, checks one grid for all; returns (H, W, D) = (x, y, z).
 
@@ -298,7 +300,7 @@ def _read(path: str, sitk, pixel_type) -> np.ndarray:
   return sitk.GetArrayFromImage(image).transpose(2, 1, 0)
 
 
-def load(case: sources.Case, modalities: Sequence[str]) -> sources.Volume:
+def load(case: Case, modalities: Sequence[str]) -> Volume:
   """Reads one case; every channel and the label must share one grid.
 
   Returns:
@@ -311,12 +313,12 @@ def load(case: sources.Case, modalities: Sequence[str]) -> sources.Volume:
   for c, m in enumerate(modalities):
     path = case.images[m]
     data = _read(path, sitk, sitk.sitkFloat32)
-    sources.check_finite(data, path)
+    checks.check_finite(data, path)
     image[..., c] = data
   label = None
   if case.label is not None:
     raw = _read(case.label, sitk, sitk.sitkUnknown)
-    label = sources.check_label(raw, case)
-  return sources.Volume(
+    label = checks.check_label(raw, case)
+  return Volume(
       image=image, label=label, affine=affine(geo), header=None,
       case_id=case.case_id, modalities=tuple(modalities))

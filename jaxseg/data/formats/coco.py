@@ -54,7 +54,8 @@ import warnings
 import numpy as np
 
 from jaxseg.data import formats
-from jaxseg.data import sources
+from jaxseg.data import checks
+from jaxseg.data.case import BINARY_LABELS, Case, GREY, Volume
 from jaxseg.errors import InputError
 
 ANNOTATIONS = '_annotations.coco.json'
@@ -141,7 +142,7 @@ def detect(root: str) -> bool:
           bool(_split_dirs(root)))
 
 
-def discover(root: str) -> list[sources.Case]:
+def discover(root: str) -> list[Case]:
   """One case per listed image, sorted by id; InputError on a bad json."""
   root = os.fspath(root)
   folders = _split_dirs(root)
@@ -165,8 +166,8 @@ def discover(root: str) -> list[sources.Case]:
     raise InputError(root, f'the {ANNOTATIONS} files list no images')
   ids = _case_ids(entries)
   cases = [
-      sources.Case(case_id=case_id, images={sources.GREY: image.path},
-                   label=path, label_values=sources.BINARY_LABELS,
+      Case(case_id=case_id, images={GREY: image.path},
+                   label=path, label_values=BINARY_LABELS,
                    et_label=None, split=split, source=path, reader='coco',
                    key=image.file_name)
       for case_id, (_, _, split, path, image) in zip(ids, entries)]
@@ -432,11 +433,11 @@ def read_grey(path: str) -> np.ndarray:
       raise InputError(path, f'cannot read the image: {_reason(e)}') from None
   if data.ndim != 2:
     raise InputError(path, f'expected a 2D grey image, got shape {data.shape}')
-  sources.check_finite(data, path)
+  checks.check_finite(data, path)
   return data
 
 
-def _entry(case: sources.Case) -> CocoImage:
+def _entry(case: Case) -> CocoImage:
   """The json entry of a case's image."""
   coco = read_annotations(case.label)
   image = coco.images.get(case.key)
@@ -446,7 +447,7 @@ def _entry(case: sources.Case) -> CocoImage:
   return image
 
 
-def check(case: sources.Case, modalities: Sequence[str]) -> tuple[int, int, int]:
+def check(case: Case, modalities: Sequence[str]) -> tuple[int, int, int]:
   """The image exists, opens, and has the json's size; returns (H, W, 1)."""
   del modalities      # one grey channel answers any single modality
   image = _entry(case)
@@ -458,7 +459,7 @@ def check(case: sources.Case, modalities: Sequence[str]) -> tuple[int, int, int]
   return image.height, image.width, 1
 
 
-def load(case: sources.Case, modalities: Sequence[str]) -> sources.Volume:
+def load(case: Case, modalities: Sequence[str]) -> Volume:
   """Image (H, W, 1, 1) float32 and mask (H, W, 1) uint8 in {0, 1}."""
   check(case, modalities)
   image = _entry(case)
@@ -466,8 +467,8 @@ def load(case: sources.Case, modalities: Sequence[str]) -> sources.Volume:
   if grey.shape != (image.height, image.width):
     raise InputError(image.path, f'decodes to {grey.shape} (H, W) but '
                      f'{case.label} says ({image.height}, {image.width})')
-  mask = sources.check_label(render_mask(image, case.label), case, case.label)
-  return sources.Volume(
+  mask = checks.check_label(render_mask(image, case.label), case, case.label)
+  return Volume(
       image=grey[:, :, None, None],
       label=mask[:, :, None],
       affine=np.eye(4),

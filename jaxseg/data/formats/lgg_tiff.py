@@ -33,7 +33,8 @@ from typing import Sequence
 import numpy as np
 
 from jaxseg.data import formats
-from jaxseg.data import sources
+from jaxseg.data import checks
+from jaxseg.data.case import BINARY_LABELS, Case, Volume
 from jaxseg.errors import InputError
 
 LAYOUT = ('LGG Kaggle TIFFs ([kaggle_3m/]<patient>/<patient>_<n>.tif, RGB '
@@ -154,17 +155,17 @@ def slices(folder: str) -> list[tuple[int, str, str | None]]:
   return [(n, images[n], masks.get(n)) for n in order]
 
 
-def discover(root: str) -> list[sources.Case]:
+def discover(root: str) -> list[Case]:
   """One case per patient folder, sorted by id (the folder name)."""
   cases = []
   for folder in _case_folders(root):
     found = slices(folder)
     has_masks = any(mask for _, _, mask in found)
-    cases.append(sources.Case(
+    cases.append(Case(
         case_id=os.path.basename(os.path.normpath(folder)),
         images={m: folder for m in CHANNELS},
         label=folder if has_masks else None,
-        label_values=sources.BINARY_LABELS,
+        label_values=BINARY_LABELS,
         et_label=None,
         source=folder,
         reader='lgg_tiff',
@@ -217,7 +218,7 @@ def _reason(e: Exception) -> str:
   return ' '.join(str(e).split()) or type(e).__name__
 
 
-def _slice_files(case: sources.Case) -> list[tuple[int, str, str | None]]:
+def _slice_files(case: Case) -> list[tuple[int, str, str | None]]:
   found = slices(case.source)
   if not found:
     raise InputError(case.source, 'holds no LGG slices')
@@ -227,7 +228,7 @@ def _slice_files(case: sources.Case) -> list[tuple[int, str, str | None]]:
   return found
 
 
-def check(case: sources.Case,
+def check(case: Case,
           modalities: Sequence[str]) -> tuple[int, int, int]:
   """Checks every slice's TIFF header and size; returns (H, W, D)."""
   del modalities  # every slice holds all three channels
@@ -275,7 +276,7 @@ def _read_slice(path: str, tifffile, mask: bool, size, first) -> np.ndarray:
   return data.reshape(data.shape[:2]) if mask else data
 
 
-def load(case: sources.Case, modalities: Sequence[str]) -> sources.Volume:
+def load(case: Case, modalities: Sequence[str]) -> Volume:
   """Reads a patient's slices into (H, W, n, C) float32 and a (H, W, n) label.
 
   Channels follow `modalities` ('t1', 'flair', 't1ce'); mask values 0/255
@@ -294,11 +295,11 @@ def load(case: sources.Case, modalities: Sequence[str]) -> sources.Volume:
     if z:
       rgb = _read_slice(path, tifffile, False, size, first)
     data = rgb[..., channels].astype(np.float32)
-    sources.check_finite(data, path)
+    checks.check_finite(data, path)
     image[:, :, z] = data
     if label is not None:
       raw = _read_slice(mask, tifffile, True, size, first)
-      label[:, :, z] = sources.check_label(raw, case, path=mask)
-  return sources.Volume(
+      label[:, :, z] = checks.check_label(raw, case, path=mask)
+  return Volume(
       image=image, label=label, affine=np.eye(4), header=None,
       case_id=case.case_id, modalities=tuple(modalities))

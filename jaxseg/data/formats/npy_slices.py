@@ -45,7 +45,9 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxseg.data import sources
+from jaxseg.data import checks
+from jaxseg.data.case import (BRATS19_LABELS, Case, MODALITIES, Volume,
+                              canonical_modality, label_convention)
 from jaxseg.errors import InputError
 
 LAYOUT = ('NumPy slices (<root>/images/<case>_<n>.npy + <root>/masks/'
@@ -53,7 +55,7 @@ LAYOUT = ('NumPy slices (<root>/images/<case>_<n>.npy + <root>/masks/'
           'channels last; optional npy_dataset.json)')
 
 CONFIG = 'npy_dataset.json'
-DEFAULT_CHANNELS = sources.MODALITIES
+DEFAULT_CHANNELS = MODALITIES
 IMAGES_DIR, MASKS_DIR = 'images', 'masks'
 _EXT, _MASK = '.npy', '_mask'
 _INDEX = re.compile(r'^(?P<case>.+)_(?P<index>\d+)$')
@@ -198,7 +200,7 @@ def read_config(root: str) -> tuple[tuple[str, ...], tuple[int, ...],
   npy_dataset.json; "labels" are read as a datalist's are."""
   path = os.path.join(root, CONFIG)
   if not os.path.isfile(path):
-    return DEFAULT_CHANNELS, sources.BRATS19_LABELS, 4, ()
+    return DEFAULT_CHANNELS, BRATS19_LABELS, 4, ()
   try:
     with open(path, encoding='utf-8') as f:
       data = json.load(f)
@@ -214,11 +216,11 @@ def read_config(root: str) -> tuple[tuple[str, ...], tuple[int, ...],
       not all(isinstance(c, str) and c.strip() for c in channels)):
     raise InputError(path, '"channels" must be a non-empty list of channel '
                      f'names, got {channels!r}')
-  names = tuple(sources.canonical_modality(c) for c in channels)
+  names = tuple(canonical_modality(c) for c in channels)
   if len(set(names)) != len(names):
     raise InputError(path, f'"channels" names repeat: {list(names)}')
   # The datalists' reading of "labels" (names -> BraTS values, binary masks).
-  convention = sources.label_convention(
+  convention = label_convention(
       data.get('labels'), path)
   return (names,) + tuple(convention)
 
@@ -232,7 +234,7 @@ def _roots(root: str) -> tuple[str, str | None]:
   return root, None
 
 
-def discover(root: str) -> list[sources.Case]:
+def discover(root: str) -> list[Case]:
   """The cases under `root`, sorted by id."""
   channels, label_values, et_label, label_map = read_config(root)
   base, mask_base = _roots(root)
@@ -252,7 +254,7 @@ def discover(root: str) -> list[sources.Case]:
     seen[case_id] = folder
     has_masks = slices[0][2] is not None
     single = key is not None and len(slices) == 1 and slices[0][0] is None
-    cases.append(sources.Case(
+    cases.append(Case(
         case_id=case_id,
         images={c: folder for c in channels},
         label=(masks or folder) if has_masks else None,
@@ -268,7 +270,7 @@ def discover(root: str) -> list[sources.Case]:
   return sorted(cases, key=lambda c: c.case_id)
 
 
-def _mask_folder(case: sources.Case, folder: str) -> str | None:
+def _mask_folder(case: Case, folder: str) -> str | None:
   """Where `case`'s masks live (None: beside the images), as in `discover`."""
   if case.label is not None:
     return None if case.label == folder else case.label
@@ -282,7 +284,7 @@ def _mask_folder(case: sources.Case, folder: str) -> str | None:
       masks, os.path.basename(folder))
 
 
-def _slices(case: sources.Case) -> tuple[Slice, ...]:
+def _slices(case: Case) -> tuple[Slice, ...]:
   """The slices of `case`, listed again from disk (cached per folder)."""
   folder = os.path.normpath(next(iter(case.images.values())))
   groups = _cases_in(folder, _mask_folder(case, folder), case.key is None)
@@ -336,7 +338,7 @@ def _check_mask(path: str, data: np.ndarray, size: tuple[int, int], first: str):
     raise InputError(path, f'size {shape[:2]} differs from {size} of {first}')
 
 
-def check(case: sources.Case,
+def check(case: Case,
           modalities: Sequence[str]) -> tuple[int, int, int]:
   """Checks every slice's and mask's .npy header and size; returns (H, W, D)."""
   del modalities  # every slice holds all channels
@@ -353,7 +355,7 @@ def check(case: sources.Case,
   return size + (len(slices),)
 
 
-def load(case: sources.Case, modalities: Sequence[str]) -> sources.Volume:
+def load(case: Case, modalities: Sequence[str]) -> Volume:
   """Stacks a case's slices: image float32 (H, W, D, C), label uint8 (H, W, D).
 
   Channels follow `modalities`; labels are checked against the convention.
@@ -374,13 +376,13 @@ def load(case: sources.Case, modalities: Sequence[str]) -> sources.Volume:
       _check_image(path, data, channels, size, first)
     pixels = np.asarray(data.reshape(size + (channels,))[..., index],
                         np.float32)
-    sources.check_finite(pixels, path)
+    checks.check_finite(pixels, path)
     image[:, :, z] = pixels
     if label is not None:
       raw = _open(mask)
       _check_mask(mask, raw, size, first)
-      label[:, :, z] = sources.check_label(np.asarray(raw).reshape(size), case,
+      label[:, :, z] = checks.check_label(np.asarray(raw).reshape(size), case,
                                            path=mask)
-  return sources.Volume(
+  return Volume(
       image=image, label=label, affine=np.eye(4), header=None,
       case_id=case.case_id, modalities=tuple(modalities))
