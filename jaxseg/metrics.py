@@ -48,12 +48,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg import activations
 from jaxseg import errors
 from jaxseg import surface
 
 Array = jax.Array
 
-ACTIVATIONS = ('sigmoid', 'softmax')
+ACTIVATIONS = tuple(activations.ACTIVATIONS)
 SCORES = ('dice', 'iou', 'precision', 'recall', 'specificity', 'f1',
           'accuracy')
 # Enhancing-tumour label value of each BraTS label convention.

@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import nibabel as nib
 import numpy as np
 
+from jaxseg import activations
 from jaxseg import inference
 from jaxseg import parallel
 from jaxseg import plots
@@ -87,17 +88,11 @@ def _variables(state):
   return {'params': state.params, 'batch_stats': state.batch_stats}
 
 
-def _activate(logits, activation: str):
-  if activation == 'softmax':
-    return jax.nn.softmax(logits, axis=-1)
-  return jax.nn.sigmoid(logits)
-
-
 def make_predict_fn(activation: str):
   """A jitted (state, images (N, *spatial, C)) -> probabilities (N, *spatial, K)."""
   def predict(state, images):
     logits = state.apply_fn(_variables(state), images, train=False)
-    return _activate(logits, activation)
+    return activations.probabilities(logits, activation)
   return jax.jit(predict)
 
 

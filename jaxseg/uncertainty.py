@@ -31,30 +31,26 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import entr
 
+from jaxseg import activations
 from jaxseg.errors import InputError
 from jaxseg.models.layers import MC_DROPOUT
 
-ACTIVATIONS = ('sigmoid', 'softmax')
+ACTIVATIONS = tuple(activations.ACTIVATIONS)
 # The BraTS 2020 uncertainty task's thresholds (QU-BraTS paper, section 3).
 QU_BRATS_THRESHOLDS = (0.0, 25.0, 50.0, 75.0, 100.0)
 
 ApplyFn = Callable[..., Any]
 
 
-def _check_activation(activation: str) -> None:
-  if activation not in ACTIVATIONS:
-    raise ValueError(f'activation={activation!r}; known: '
-                     f'{", ".join(ACTIVATIONS)}')
+_check_activation = activations.check
 
 
 def _activate(logits, activation: str):
   """Logits (..., K) -> probabilities; 'identity' returns the logits."""
   logits = logits.astype(jnp.float32)
-  if activation == 'sigmoid':
-    return jax.nn.sigmoid(logits)
-  if activation == 'softmax':
-    return jax.nn.softmax(logits, axis=-1)
-  return logits
+  if activation == 'identity':
+    return logits
+  return activations.probabilities(logits, activation)
 
 
 def _main_output(out):
