@@ -9,6 +9,7 @@ registries, since their keys depend on the chosen model and loss.
 
 import difflib
 import importlib.util
+import json
 import os
 
 import ml_collections
@@ -192,6 +193,16 @@ def get_config():
   return config
 
 
+def sample_data(name: str) -> str:
+  """`data.root` of a sample data set: '$JAXSEG_DATA/<name>'.
+
+  Resolved when the run starts (`dataset.resolve_root`), so a config names
+  no machine's path: set JAXSEG_DATA to the folder that holds the set, or
+  give `--config.data.root=/path/to/<name>`.
+  """
+  return f'${{JAXSEG_DATA}}/{name}'
+
+
 def fixed_schedule(config: ml_collections.ConfigDict, flip_prob: float) -> None:
   """A study that trained every epoch at one learning rate, with flips only.
 
@@ -215,8 +226,62 @@ def load_module(path: str):
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
-  """`get_config()` of the config file at `path`."""
-  return load_module(path).get_config()
+  """The config of a file: `get_config()` of a .py file, or a run's config.json.
+
+  `path.py:arg` calls `get_config(arg)` (ml_collections' convention).
+  """
+  if str(path).lower().endswith('.json'):
+    return config_from_json(path)
+  file, _, arg = str(path).partition(':') if not os.path.isfile(path) else (path, '', '')
+  module = load_module(file)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _tuples(value):
+  """JSON lists -> tuples (configs hold sequences as tuples), recursively."""
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  return value
+
+
+def _merge(target: ml_collections.ConfigDict, values: dict) -> None:
+  """Sets `values` into `target`, keeping its fields' types (placeholders)."""
+  for key, value in values.items():
+    if key in target and isinstance(target[key], ml_collections.ConfigDict) \
+        and isinstance(value, dict):
+      _merge(target[key], value)
+    elif key in target and value is None:
+      target[key] = None            # a typed placeholder stays typed
+    else:
+      target[key] = value
+
+
+def config_from_json(path: str) -> ml_collections.ConfigDict:
+  """A config from the `config.json` a run wrote (`--config=<workdir>/config.json`).
+
+  The defaults of `get_config()` are the base, so keys the file lacks take
+  their defaults and None values keep their types for `--config.*`
+  overrides; `model` and `loss` are taken as they are.
+  """
+  from jaxseg.errors import InputError
+  try:
+    with open(path, encoding='utf-8') as f:
+      values = json.load(f)
+  except FileNotFoundError:
+    raise InputError(path, 'the config file does not exist') from None
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise InputError(path, f'cannot read the config: {e}') from None
+  if not isinstance(values, dict):
+    raise InputError(path, 'a config.json must hold a JSON object')
+  values = _tuples(values)
+  config = get_config()
+  for section in FREE_SECTIONS:
+    if isinstance(values.get(section), dict):
+      config[section] = ml_collections.ConfigDict(values.pop(section))
+  _merge(config, values)
+  return config
 
 
 def sibling_config(this_file: str, name: str) -> ml_collections.ConfigDict:

@@ -48,6 +48,7 @@ from jaxseg import parallel
 from jaxseg import plots
 from jaxseg import predict
 from jaxseg import uncertainty
+from jaxseg.data import dataset
 from jaxseg.data import pipeline
 from jaxseg.data import preprocess
 from jaxseg.data import sources
@@ -279,8 +280,8 @@ def write_split(eval_dir: str, split: str, result: SplitResult,
 def evaluate_workdir(config, workdir: str, state, mesh, eval_fn) -> dict:
   """Per-slice and per-volume results on the val and test splits of a workdir."""
   data_dir = os.path.join(workdir, 'data')
-  with open(os.path.join(data_dir, 'split.json')) as f:
-    info = json.load(f)
+  # The run's split, checked against the data the config points at now.
+  info = dataset.prepare(config.data, workdir, config.seed)
   cases = {c.case_id: c for c in sources.discover_cases(info['root'])}
   predict.check_mc_model(state, config)
   results = {}

@@ -15,7 +15,14 @@ if _FAST_COMPILE not in os.environ.get('XLA_FLAGS', ''):
                              _FAST_COMPILE).strip()
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / 'shared' / 'data'
+# The real BraTS sample data: $JAXSEG_DATA, else ../shared/data beside the
+# repository. Sample-data configs name '$JAXSEG_DATA/<set>', so it is set
+# for them too. Tests that need the data skip with a reason without it.
+SAMPLE_DATA = Path(os.environ.get('JAXSEG_DATA') or REPO.parent / 'shared' / 'data')
+os.environ['JAXSEG_DATA'] = str(SAMPLE_DATA)
+needs_sample_data = pytest.mark.skipif(
+    not SAMPLE_DATA.is_dir(),
+    reason=f'real BraTS sample data not found at {SAMPLE_DATA} (set JAXSEG_DATA)')
 
 
 def load_config(name='brats19_resunet'):
@@ -52,9 +59,11 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def shared_data():
-  if not SHARED_DATA.is_dir():
-    pytest.skip(f'real BraTS sample data not found at {SHARED_DATA}')
-  return SHARED_DATA
+  """The sample data folder (SAMPLE_DATA); skips the test without it."""
+  if not SAMPLE_DATA.is_dir():
+    pytest.skip(f'real BraTS sample data not found at {SAMPLE_DATA} (set '
+                'JAXSEG_DATA)')
+  return SAMPLE_DATA
 
 
 def random_array(shape, seed=0):

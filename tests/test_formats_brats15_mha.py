@@ -22,11 +22,13 @@ from jaxseg.data import sources
 from jaxseg.data.formats import brats15_mha
 from jaxseg.errors import InputError
 
+from conftest import SAMPLE_DATA
+
 sitk = pytest.importorskip('SimpleITK')
 
-DATA = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
+DATA = SAMPLE_DATA
 needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason='../shared/data (real BraTS MRI) is not present')
+    not DATA.is_dir(), reason=f'real BraTS sample data not found at {DATA} (set JAXSEG_DATA)')
 MODS = ('flair', 't1', 't1ce', 't2')
 SEQUENCES = {'flair': 'MR_Flair', 't1': 'MR_T1', 't1ce': 'MR_T1c',
              't2': 'MR_T2'}
@@ -92,7 +94,7 @@ def tcga(tmp_path_factory):
   of the crop; files: NIfTI paths with the seg written in the 2015 convention.
   """
   if not DATA.is_dir():
-    pytest.skip('../shared/data (real BraTS MRI) is not present')
+    pytest.skip(f'real BraTS sample data not found at {DATA} (set JAXSEG_DATA)')
   base = tmp_path_factory.mktemp('tcga_crops')
   out = {}
   for n, folder in enumerate(sorted((DATA / 'tcga_4mod').iterdir())):

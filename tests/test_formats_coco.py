@@ -13,7 +13,6 @@ import functools
 import json
 import os
 import sys
-from pathlib import Path
 
 from matplotlib.path import Path as MplPath
 import numpy as np
@@ -27,7 +26,9 @@ from jaxseg.data.dataset import split_cases
 from jaxseg.data.formats import coco
 from jaxseg.errors import InputError
 
-DATA = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
+from conftest import SAMPLE_DATA
+
+DATA = SAMPLE_DATA
 CASE = DATA / 'tcga_4mod' / 'TCGA-FG-6692' / 'TCGA-FG-6692'
 SIZE = 64
 ANN = '_annotations.coco.json'
@@ -79,7 +80,7 @@ def slices(request):
   if request.param == 'synthetic':
     return _synthetic_slices()
   if not DATA.is_dir():
-    pytest.skip(f'../shared/data (real BraTS MRI) is not present at {DATA}')
+    pytest.skip(f'real BraTS sample data not found at {DATA} (set JAXSEG_DATA)')
   return _real_slices()
 
 

@@ -21,7 +21,9 @@ from jaxseg.data import sources
 from jaxseg.errors import InputError
 from jaxseg import metrics
 
-DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
+from conftest import SAMPLE_DATA
+
+DATA = SAMPLE_DATA
 ALL = ('flair', 't1', 't1ce', 't2')
 # dataset.json of Task01_BrainTumour, as distributed.
 HEADER = {

@@ -11,11 +11,13 @@ from jaxseg.data import sources
 from jaxseg.data.formats import lgg_tiff
 from jaxseg.errors import InputError
 
+from conftest import SAMPLE_DATA
+
 tifffile = pytest.importorskip('tifffile')
 
-DATA = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
+DATA = SAMPLE_DATA
 needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason='../shared/data (real BraTS MRI) is not present')
+    not DATA.is_dir(), reason=f'real BraTS sample data not found at {DATA} (set JAXSEG_DATA)')
 RGB = ('t1', 'flair', 't1ce')    # the set's channel order: pre, FLAIR, post
 N = 12                           # slices 1..12: numeric != lexical order
 
@@ -59,7 +61,7 @@ def synthetic_patient(seed, shape=(24, 20)):
 def tcga():
   """Two real patients as the LGG set stores them: uint8 RGB crops + seg."""
   if not DATA.is_dir():
-    pytest.skip('../shared/data (real BraTS MRI) is not present')
+    pytest.skip(f'real BraTS sample data not found at {DATA} (set JAXSEG_DATA)')
   out = {}
   for folder in sorted((DATA / 'tcga_4mod').iterdir()):
     seg = np.asanyarray(nib.load(folder / f'{folder.name}_seg.nii.gz').dataobj)

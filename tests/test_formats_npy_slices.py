@@ -13,9 +13,11 @@ from jaxseg.data import sources
 from jaxseg.data.formats import npy_slices
 from jaxseg.errors import InputError
 
-DATA = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
+from conftest import SAMPLE_DATA
+
+DATA = SAMPLE_DATA
 needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason='../shared/data (real BraTS MRI) is not present')
+    not DATA.is_dir(), reason=f'real BraTS sample data not found at {DATA} (set JAXSEG_DATA)')
 ALL = ('flair', 't1', 't1ce', 't2')
 FIRST = 8                       # slices 8..19: 10 must follow 9
 N = 12
@@ -41,7 +43,7 @@ def synthetic_case(seed, shape=(24, 20), channels=4):
 def tcga():
   """Two real cases: 4-channel crops in ALL order and their BraTS labels."""
   if not DATA.is_dir():
-    pytest.skip('../shared/data (real BraTS MRI) is not present')
+    pytest.skip(f'real BraTS sample data not found at {DATA} (set JAXSEG_DATA)')
   out = {}
   for folder in sorted((DATA / 'tcga_4mod').iterdir()):
     seg = np.asanyarray(nib.load(folder / f'{folder.name}_seg.nii.gz').dataobj)

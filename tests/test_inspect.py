@@ -2,7 +2,7 @@
 
 References: hand-worked volumes (histograms, fractions, percentiles, a
 rotated 2 mm affine), numpy on the NIfTI files as nibabel reads them, the
-real BraTS labels of ../shared/data (which must not be flagged), and the
+real BraTS labels of the sample data (which must not be flagged), and the
 command line run as a user runs it.
 """
 
@@ -25,10 +25,12 @@ from jaxseg.data import pipeline
 from jaxseg.data import sources
 from jaxseg.errors import InputError
 
+from conftest import SAMPLE_DATA
+
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / 'shared' / 'data'
+DATA = SAMPLE_DATA
 needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason='../shared/data (real BraTS MRI) is not present')
+    not DATA.is_dir(), reason=f'real BraTS sample data not found at {DATA} (set JAXSEG_DATA)')
 MODS = ('flair', 't1', 't1ce', 't2')
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 

@@ -160,3 +160,58 @@ def test_processes_split_the_single_process_batches(tmp_path):
     for k in range(6):
       np.testing.assert_array_equal(
           np.concatenate([part[k] for part in parts]), single[k])
+
+
+def _prepared_copy(tmp_path):
+  """A tiny config whose data root is a copy of the synthetic set, prepared once."""
+  import shutil
+  from conftest import load_config, tiny
+  from jaxseg.data import dataset
+  config = tiny(load_config())
+  config.data.cache_dir = str(tmp_path / 'cache')
+  root = dataset.resolve_root(config.data)
+  shutil.copytree(root, tmp_path / 'data_a')
+  config.data.root = str(tmp_path / 'data_a')
+  info = dataset.prepare(config.data, str(tmp_path / 'run'), seed=0)
+  return config, info
+
+
+def test_moved_or_symlinked_data_keep_the_workdir(tmp_path):
+  """The workdir belongs to the data's contents, not to the path string."""
+  import os
+  from jaxseg.data import dataset
+  config, info = _prepared_copy(tmp_path)
+  os.rename(tmp_path / 'data_a', tmp_path / 'moved')
+  config.data.root = str(tmp_path / 'moved')
+  again = dataset.prepare(config.data, str(tmp_path / 'run'), seed=0)
+  assert again['split'] == info['split'] and again['data'] == info['data']
+  assert again['root'] == str(tmp_path / 'moved')
+  os.symlink(tmp_path / 'moved', tmp_path / 'link')
+  config.data.root = str(tmp_path / 'link')
+  assert dataset.prepare(config.data, str(tmp_path / 'run'), seed=0)['split'] == info['split']
+
+
+def test_changed_or_removed_files_refuse_the_workdir(tmp_path):
+  import shutil
+  from jaxseg.data import dataset
+  from jaxseg.errors import InputError
+  config, info = _prepared_copy(tmp_path)
+  case = sorted(info['data']['cases'])[1]
+  label = next((tmp_path / 'data_a' / case).glob('*_seg.nii.gz'))
+  label.write_bytes(label.read_bytes() + b'\0')   # same name, other content
+  with pytest.raises(InputError, match=f'changed case.*{case}.*new --workdir'):
+    dataset.prepare(config.data, str(tmp_path / 'run'), seed=0)
+  shutil.rmtree(tmp_path / 'data_a' / case)
+  with pytest.raises(InputError, match=f'missing case.*{case}'):
+    dataset.prepare(config.data, str(tmp_path / 'run'), seed=0)
+
+
+def test_sample_data_roots_expand_jaxseg_data(tmp_path, monkeypatch):
+  from jaxseg import config_base
+  from jaxseg.data import dataset
+  from jaxseg.errors import InputError
+  monkeypatch.setenv('JAXSEG_DATA', str(tmp_path))
+  assert dataset.expand_root(config_base.sample_data('x')) == f'{tmp_path}/x'
+  monkeypatch.delenv('JAXSEG_DATA')
+  with pytest.raises(InputError, match='config.data.root.*JAXSEG_DATA'):
+    dataset.expand_root(config_base.sample_data('x'))

@@ -13,7 +13,9 @@ from jaxseg.data import sources
 from jaxseg.data import synthetic
 from jaxseg.errors import InputError
 
-DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
+from conftest import SAMPLE_DATA
+
+DATA = SAMPLE_DATA
 needs_data = pytest.mark.skipif(
     not DATA.is_dir(),
     reason=f'real BraTS sample data not found at {DATA} (it sits beside the '

@@ -3,17 +3,22 @@
     root (or the synthetic set) -> cases -> case-level split -> normalisation
     statistics (training split only) -> preprocessed slices in <workdir>/data/
 
-`<workdir>/data/` holds `split.json` (case ids per split), `normalization.json`
-and one folder per split (see `pipeline`). It is written in one atomic step
-after every case has been read and checked; a rerun reuses it.
+`<workdir>/data/` holds `split.json` (case ids per split, the settings, the
+normalisation statistics and the dataset's content fingerprint),
+`files.json` (the fingerprint's digest cache) and one folder per split (see
+`pipeline`). It is written in one atomic step after every case has been read
+and checked; a rerun reuses it when the settings and the data's contents are
+the same, wherever the data now lie.
 """
 
 import json
 import os
 from typing import Callable
 
+import jax
 import numpy as np
 
+from jaxseg.data import fingerprint
 from jaxseg.data import pipeline
 from jaxseg.data import preprocess
 from jaxseg.data import sources
@@ -23,10 +28,26 @@ from jaxseg.errors import InputError
 SPLITS = ('train', 'val', 'test')
 
 
+# The folder of the sample data sets that sample-data configs name as
+# '$JAXSEG_DATA/<set>'.
+DATA_ENV = 'JAXSEG_DATA'
+
+
+def expand_root(root: str) -> str:
+  """`data.root` with `~` and environment variables ($JAXSEG_DATA) expanded."""
+  expanded = os.path.expandvars(os.path.expanduser(root))
+  if '$' in expanded:
+    raise InputError('config.data.root', f'{root!r} names an environment '
+                     f'variable that is not set: set {DATA_ENV} to the folder '
+                     'that holds the data set, or give the folder itself with '
+                     '--config.data.root=/path/to/data')
+  return expanded
+
+
 def resolve_root(data_config) -> str:
   """The dataset root: `data.root`, or the synthetic set (generated on first use)."""
   if data_config.root:
-    return data_config.root
+    return expand_root(data_config.root)
   syn = data_config.synthetic
   try:
     return synthetic.ensure_synthetic(
@@ -110,8 +131,12 @@ def discover(data_config) -> tuple[str, list[sources.Case]]:
 
 
 def preparation_settings(data_config, seed: int) -> dict:
-  """The settings that shape `<workdir>/data`, as JSON values (to detect changes)."""
-  keys = ('root', 'modalities', 'label_mode', 'image_size', 'normalization',
+  """The settings that shape `<workdir>/data`, as JSON values (to detect changes).
+
+  The data root is not one of them: where the data lie does not matter,
+  what they hold does (`fingerprint`).
+  """
+  keys = ('modalities', 'label_mode', 'image_size', 'normalization',
           'background_ratio', 'min_brain_fraction', 'split')
   settings = {k: data_config[k] for k in keys}
   settings['synthetic'] = None if data_config.root else data_config.synthetic.to_dict()
@@ -121,22 +146,61 @@ def preparation_settings(data_config, seed: int) -> dict:
   return json.loads(json.dumps(settings))   # tuples -> lists, as stored
 
 
+def _fingerprint(cases, data_dir: str) -> tuple[dict, fingerprint.DigestCache]:
+  """The dataset's content fingerprint, reading only files not seen before."""
+  cache = fingerprint.DigestCache(os.path.join(data_dir, fingerprint.CACHE_FILE))
+  return fingerprint.dataset_fingerprint(cases, cache), cache
+
+
+def _reuse(info: dict, settings: dict, root: str, cases, workdir: str) -> dict:
+  """The prepared data's split.json if they were made from these settings and data."""
+  changed = {k: (info['settings'].get(k), v) for k, v in settings.items()
+             if info['settings'].get(k) != v}
+  if changed:
+    key, (was, now) = next(iter(changed.items()))
+    raise InputError(workdir, f'its data was prepared with {key}={was}, the '
+                     f'config now says {now}: use a new --workdir')
+  data_dir = os.path.join(workdir, 'data')
+  root = os.path.abspath(root)
+  if 'data' not in info:          # prepared before content fingerprints
+    if info['root'] != root:
+      raise InputError(workdir, f'its data was prepared from {info["root"]}, '
+                       f'the config now says {root}: use a new --workdir')
+    return info
+  now, cache = _fingerprint(cases, data_dir)
+  diff = fingerprint.difference(info['data'], now)
+  if diff:
+    raise InputError(root, f'holds other data than {workdir} was prepared '
+                     f'from ({diff}): use a new --workdir')
+  if jax.process_index() == 0:
+    cache.save()
+    if info['root'] != root:     # the same files, moved: remember where
+      info = dict(info, root=root)
+      _write_json(info, os.path.join(data_dir, 'split.json'))
+  return dict(info, root=root)
+
+
+def _write_json(content, path: str) -> None:
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(content, f, indent=1)
+  os.replace(tmp, path)
+
+
 def prepare(data_config, workdir: str, seed: int,
             progress: Callable | None = None) -> dict:
-  """Prepares (or reuses) `<workdir>/data`; returns the contents of its split.json."""
+  """Prepares (or reuses) `<workdir>/data`; returns the contents of its split.json.
+
+  A rerun reuses the prepared data if the settings are the same and the
+  data root holds the same files (by content: the data may have moved).
+  """
   data_dir = os.path.join(workdir, 'data')
   settings = preparation_settings(data_config, seed)
+  root, cases = discover(data_config)
   if os.path.exists(os.path.join(data_dir, 'split.json')):
     with open(os.path.join(data_dir, 'split.json')) as f:
       info = json.load(f)
-    changed = {k: (info['settings'].get(k), v) for k, v in settings.items()
-               if info['settings'].get(k) != v}
-    if changed:
-      key, (was, now) = next(iter(changed.items()))
-      raise InputError(workdir, f'its data was prepared with {key}={was}, the '
-                       f'config now says {now}: use a new --workdir')
-    return info
-  root, cases = discover(data_config)
+    return _reuse(info, settings, root, cases, workdir)
   by_id = {c.case_id: c for c in cases}
   split = split_cases(cases, tuple(data_config.split), seed, root)
   if not split['val']:
@@ -160,9 +224,14 @@ def prepare(data_config, workdir: str, seed: int,
         min_brain_fraction=data_config.min_brain_fraction, seed=seed,
         mean=mean, std=std, dims=data_config.dims, depth=data_config.depth,
         progress=(lambda i, n, c, s=name: progress(s, i, n, c)) if progress else None)
-  info = dict(root=os.path.abspath(root), split=split, settings=settings,
+  # After every case was read: a file that changed meanwhile shows as a
+  # changed case on the next run.
+  data, cache = _fingerprint(cases, data_dir)
+  info = dict(root=os.path.abspath(root), data=data, split=split,
+              settings=settings,
               normalization=dict(mode=data_config.normalization,
                                  mean=None if mean is None else mean.tolist(),
                                  std=None if std is None else std.tolist()))
-  pipeline.write_splits(prepared, data_dir, extra={'split.json': info})
+  pipeline.write_splits(prepared, data_dir, extra={
+      'split.json': info, fingerprint.CACHE_FILE: cache.entries})
   return info
