@@ -9,11 +9,19 @@ from absl import flags
 from absl import logging
 import jax
 
+from jaxseg.config_flags import UnknownField
+from jaxseg.errors import InputError
+
 FLAGS = flags.FLAGS
 
 
 def _flag_error(argv, error: Exception) -> str:
   """One line for a flag-parsing error: the --config key at fault and why."""
+  cause = error
+  while cause is not None and not isinstance(cause, (InputError, UnknownField)):
+    cause = cause.__cause__ or cause.__context__
+  if cause is not None:
+    return str(cause)
   text = str(error)
   key = re.search(r"'(\w+)\\?'", text)
   hint = re.search(r'Did you mean "(\w+)"', text)

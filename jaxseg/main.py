@@ -28,11 +28,11 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
-from ml_collections import config_flags
 
 from jaxseg import benchmark
 from jaxseg import cli
 from jaxseg import config_base
+from jaxseg import config_flags
 from jaxseg import evaluate
 from jaxseg import parallel
 from jaxseg import predict
@@ -40,8 +40,7 @@ from jaxseg import train
 from jaxseg.errors import InputError
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
-                                lock_config=True)
+config_flags.define_config()
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and results.')
 flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict',
                                      'benchmark'],

@@ -28,11 +28,11 @@ from absl import app
 from absl import flags
 from absl import logging
 import ml_collections
-from ml_collections import config_flags
 
 from jaxseg import config_base
-from jaxseg import losses
+from jaxseg import config_flags
 from jaxseg import cli
+from jaxseg import losses
 from jaxseg import train
 from jaxseg.errors import InputError
 
@@ -42,8 +42,7 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   """The command line's flags (defined only when run as a program, since
   jaxseg.main defines a --config of its own)."""
-  config_flags.DEFINE_config_file('config', None, 'Base config file.',
-                                  lock_config=False)
+  config_flags.define_config(help_string='Base config file.', lock=False)
   flags.DEFINE_string('sweep', None, 'Sweep file defining get_sweep().')
   flags.DEFINE_string('workdir', None, 'Folder for the variants and the table.')
   flags.DEFINE_list('only', None, 'Check and run only these variants '

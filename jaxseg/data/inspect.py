@@ -47,9 +47,9 @@ from typing import Sequence
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 import numpy as np
 
+from jaxseg import config_flags
 from jaxseg.data import checks
 from jaxseg.data import sources
 from jaxseg.errors import InputError
@@ -502,8 +502,7 @@ def inspect_dataset(config, output_dir: str | None = None, num_cases: int = 4,
 def define_flags() -> None:
   """The command line's flags (only when run as a program: jaxseg.main has
   its own --config and --output)."""
-  config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
-                                  lock_config=True)
+  config_flags.define_config()
   flags.DEFINE_string('output', None, 'Folder for inspect.json and '
                       'montage.png; default ./inspect/<data root name>.')
   flags.DEFINE_integer('cases', 4, 'Cases in the montage (0: none).',
