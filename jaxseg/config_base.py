@@ -46,6 +46,16 @@ def get_config():
   config.data.split = (0.7, 0.15, 0.15)  # train / validation / test, by case
   config.data.worker_count = 0           # Grain worker processes (0: in-process)
   config.data.cache_dir = ml_collections.config_dict.placeholder(str)
+  # Reader options, per format (jaxseg/data/formats/). COCO exports (seed
+  # 001): an RGB image counts as grey when at most `max_colour_fraction` of
+  # its pixels have channels more than `grey_tolerance` levels apart (JPEG
+  # leaves ~10; exports add small coloured marks); `tumour_categories`: the
+  # category names drawn as tumour (None: all but background names such as
+  # '0' / 'no tumor' and modality boxes such as 'T1' / 'FLAIR').
+  config.data.formats = ml_collections.ConfigDict()
+  config.data.formats.coco = ml_collections.ConfigDict(dict(
+      grey_tolerance=16, max_colour_fraction=0.02,
+      tumour_categories=ml_collections.config_dict.placeholder(tuple)))
   # The embedded synthetic set. It stands in for the study's 8,000 slices
   # (125 steps of 64 per epoch); its epochs are `steps_per_epoch` batches so
   # that the 40-epoch schedule runs in minutes on a CPU.

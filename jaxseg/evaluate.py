@@ -282,7 +282,8 @@ def evaluate_workdir(config, workdir: str, state, mesh, eval_fn) -> dict:
   data_dir = os.path.join(workdir, 'data')
   # The run's split, checked against the data the config points at now.
   info = dataset.prepare(config.data, workdir, config.seed)
-  cases = {c.case_id: c for c in sources.discover_cases(info['root'])}
+  cases = {c.case_id: c for c in sources.discover_cases(
+      info['root'], config.data.get('formats'))}
   predict.check_mc_model(state, config)
   results = {}
   for split in ('val', 'test'):
@@ -316,7 +317,7 @@ def evaluate_input(config, workdir: str, state, mesh, input_path: str,
   `cases/<case>.png` into `output_dir`; returns the summary.
   """
   predict.check_same_view(config, workdir)
-  cases = predict.input_cases(input_path, config.data.modalities)
+  cases = predict.input_cases(input_path, config.data)
   unlabeled = [c.case_id for c in cases if not c.label]
   if unlabeled:
     raise InputError(input_path, f'case {unlabeled[0]} has no label file: '

@@ -34,8 +34,8 @@ samples and the windows' maps are blended with the same Gaussian weights as
 the probabilities.
 
 Every file is written under a temporary name and renamed, and every case is
-checked (channels present, one shape and affine, readable headers) before
-the first file is written.
+read and checked (channels present, one shape and affine, finite voxels,
+label values in the convention) before the first file is written.
 """
 
 import dataclasses
@@ -341,11 +341,22 @@ class CaseProgress:
             f'{per_case:.1f} s/case, {left / 60:.1f} min left')
 
 
-def input_cases(path: str, modalities) -> list[sources.Case]:
-  """The cases under `path`, every one checked from its headers."""
-  cases = sources.discover_input(path)
+def input_cases(path: str, data_config) -> list[sources.Case]:
+  """The cases under `path`, every one read and checked before any output.
+
+  Headers first (every channel present, one shape and affine: fast), then
+  the voxels (finite intensities, label values in the convention), so that
+  a bad case anywhere in the set stops the run before the first file is
+  written.
+  """
+  cases = sources.discover_input(path, data_config.get('formats'))
   for case in cases:
-    sources.check_case(case, modalities)
+    sources.check_case(case, data_config.modalities)
+  progress = CaseProgress(len(cases), 'checked')
+  for i, case in enumerate(cases):
+    sources.load_case(case, data_config.modalities)
+    if len(cases) > 1 and ((i + 1) % 10 == 0 or i + 1 == len(cases)):
+      logging.info(progress.line(i + 1, case.case_id))
   return cases
 
 
@@ -421,7 +432,7 @@ def run_predict(config, workdir: str, input_path: str, output_dir: str,
                      '--input (case folder, folder of cases or datalist) and '
                      'an --output folder')
   check_same_view(config, workdir)
-  cases = input_cases(input_path, config.data.modalities)
+  cases = input_cases(input_path, config.data)
   mesh = parallel.make_mesh(config.get('mesh'))
   state = load_state(config, workdir, mesh)
   check_mc_model(state, config)

@@ -46,21 +46,28 @@ def nifti_to_mha(nii, mha):
   sitk.WriteImage(image, str(mha), useCompression=True)
 
 
-def vsd_folder(case_dir, kind, number, brain='VSD.Brain'):
-  folder = Path(case_dir) / f'{brain}.XX.O.{kind}.{number}'
+def vsd_folder(case_dir, kind, number, brain='VSD.Brain', flat=False):
+  """The .mha path of one VSD volume: in its own folder, or (flat) directly
+  in the case folder, as public copies of the set store them."""
+  name = f'{brain}.XX.O.{kind}.{number}'
+  if flat:
+    Path(case_dir).mkdir(parents=True, exist_ok=True)
+    return Path(case_dir) / f'{name}.mha'
+  folder = Path(case_dir) / name
   folder.mkdir(parents=True)
   return folder / f'{folder.name}.mha'
 
 
 def write_case(case_dir, niftis, label_nii=None, label_brain='VSD.Brain_3more',
-               number=54512):
+               number=54512, flat=False):
   """BraTS 2015 case folder from NIfTI files: {modality: .nii.gz}, label."""
   paths = {}
   for i, (m, nii) in enumerate(sorted(niftis.items())):
-    paths[m] = vsd_folder(case_dir, SEQUENCES[m], number + i)
+    paths[m] = vsd_folder(case_dir, SEQUENCES[m], number + i, flat=flat)
     nifti_to_mha(nii, paths[m])
   if label_nii is not None:
-    paths['seg'] = vsd_folder(case_dir, 'OT', number + 5, label_brain)
+    paths['seg'] = vsd_folder(case_dir, 'OT', number + 5, label_brain,
+                              flat=flat)
     nifti_to_mha(label_nii, paths['seg'])
   return paths
 
@@ -214,6 +221,23 @@ def test_synthetic_oblique_cases_match_nibabel(tmp_path):
   # The grid is oblique and anisotropic: the affine is not a flipped diagonal.
   affine = next(iter(cases.values()))[2]
   assert abs(affine[0, 1]) > 0.1 and abs(affine[1, 2]) > 0.1
+
+
+def test_flat_case_folders_read_as_the_release_layout(tmp_path):
+  """.mha files directly in brats_*/ (no VSD subfolders) are found and read."""
+  images, seg, affine, (niftis, label) = synthetic_niftis(tmp_path, seed=3)
+  root = tmp_path / 'flat' / 'HGG'
+  write_case(root / 'brats_2013_pat0001_1', niftis, label, flat=True)
+  assert not [p for p in (root / 'brats_2013_pat0001_1').iterdir() if p.is_dir()]
+  for where in (tmp_path / 'flat', root, root / 'brats_2013_pat0001_1'):
+    (case,) = sources.discover_cases(str(where))
+    assert case.case_id == 'HGG_brats_2013_pat0001_1'
+    assert case.reader == 'brats15_mha' and list(case.images) == list(MODS)
+    assert Path(case.label).name.startswith('VSD.Brain_3more.XX.O.OT.')
+  vol = sources.load_case(case, MODS)
+  np.testing.assert_array_equal(vol.image, images.astype(np.float32))
+  np.testing.assert_array_equal(vol.label, seg)
+  np.testing.assert_allclose(vol.affine, affine, atol=AFFINE_ATOL, rtol=0)
 
 
 def test_label_convention_on_hand_made_label(tmp_path):
@@ -393,7 +417,7 @@ def test_folder_problems_name_the_folder(one_case):
   extra = case_dir / 'VSD.Brain.XX.O.MR_T1.99999'
   extra.mkdir()
   problem = raises_naming(case_dir, sources.discover_cases, str(root))
-  assert "two 't1' folders" in problem
+  assert "two 't1' volumes" in problem
   extra.rmdir()
   paths['t2'].unlink()                                    # VSD folder, no .mha
   problem = raises_naming(paths['t2'].parent, sources.discover_cases,

@@ -26,7 +26,7 @@ from jaxseg.data.dataset import split_cases
 from jaxseg.data.formats import coco
 from jaxseg.errors import InputError
 
-from conftest import SAMPLE_DATA
+from conftest import SAMPLE_DATA, load_config
 
 DATA = SAMPLE_DATA
 CASE = DATA / 'tcga_4mod' / 'TCGA-FG-6692' / 'TCGA-FG-6692'
@@ -310,7 +310,8 @@ def test_near_grey_rgb_reads_as_its_luminance(tmp_path):
   build_set(tmp_path, _synthetic_slices())
   case = _by_id(tmp_path)['c']
   grey = _synthetic_slices()[2][0].astype(np.int16)
-  wobble = np.random.default_rng(1).integers(-coco.GREY_TOL, coco.GREY_TOL + 1,
+  tol = coco.DEFAULT_OPTIONS['grey_tolerance'] // 2
+  wobble = np.random.default_rng(1).integers(-tol, tol + 1,
                                              (SIZE, SIZE, 2))
   rgb = np.stack([grey, grey + wobble[..., 0], grey + wobble[..., 1]], -1)
   rgb = np.clip(rgb, 0, 255).astype(np.uint8)
@@ -318,6 +319,79 @@ def test_near_grey_rgb_reads_as_its_luminance(tmp_path):
   got = sources.load_case(case, ('grey',)).image[:, :, 0, 0]
   luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])   # ITU-R 601
   np.testing.assert_allclose(got, luma, atol=0.5 + 1e-6)
+
+
+def _exported_jpeg(path, grey):
+  """A grey slice as real exports store it: RGB with a faint, smooth colour
+  cast (up to 4 levels per channel), a small red mark in a corner, JPEG at
+  quality 75 with 4:2:0 chroma subsampling."""
+  yy, xx = np.mgrid[:grey.shape[0], :grey.shape[1]]
+  cast = np.stack([4 * np.sin(xx / 40), 4 * np.cos(yy / 50),
+                   -4 * np.sin((xx + yy) / 60)], -1)
+  rgb = np.clip(grey[:, :, None] + cast, 0, 255).round().astype(np.uint8)
+  rgb[2:8, 2:12] = (255, 40, 40)           # 60 of 65,536 pixels
+  Image.fromarray(rgb).save(path, quality=75, subsampling=2)
+
+
+def test_exported_jpegs_with_chroma_noise_and_a_mark_read_as_grey(tmp_path):
+  slices = _synthetic_slices()
+  build_set(tmp_path, slices, ext='jpg')
+  case = _by_id(tmp_path)['c']
+  big = np.kron(slices[2][0], np.ones((4, 4), np.uint8))    # 256 x 256
+  _exported_jpeg(case.images['grey'], big)
+  _edit_json(tmp_path, 'train', lambda d: [
+      im.update(height=256, width=256) for im in d['images']
+      if im['file_name'] == 'c.jpg'])
+  case = _by_id(tmp_path)['c']
+  with Image.open(case.images['grey']) as im:
+    rgb = np.asarray(im.convert('RGB')).astype(np.int16)
+  spread = rgb.max(-1) - rgb.min(-1)
+  # As such exports are: most pixels 4-10 levels apart, the mark far more.
+  assert spread.max() > 100 and 4 <= np.percentile(spread, 98) <= 10
+  got = sources.load_case(case, ('grey',)).image[:, :, 0, 0]
+  luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+  np.testing.assert_allclose(got, luma, atol=0.5 + 1e-6)
+  # The tolerance is the config's: a strict one refuses the same file.
+  config = load_config('coco_cnn_simple')
+  config.data.formats.coco.grey_tolerance = 2
+  strict = sources.discover_cases(str(tmp_path), config.data.formats)
+  with pytest.raises(InputError, match='colour image.*grey_tolerance'):
+    sources.load_case({c.case_id: c for c in strict}['c'], ('grey',))
+
+
+def test_a_colour_photograph_is_still_refused(tmp_path):
+  build_set(tmp_path, _synthetic_slices())
+  case = _by_id(tmp_path)['c']
+  yy, xx = np.mgrid[:SIZE, :SIZE]
+  rgb = np.stack([yy * 4, xx * 4, 255 - yy * 2], -1).astype(np.uint8)
+  Image.fromarray(rgb).save(case.images['grey'])
+  with pytest.raises(InputError, match=r'colour image \(RGB: 9\d\.\d% of the'):
+    sources.load_case(case, ('grey',))
+
+
+def test_modality_boxes_are_not_tumour(tmp_path):
+  """Exports that box each image's sequence ('T1', 'FLAIR'): not drawn."""
+  cats = ROBOFLOW_CATS + [dict(id=3, name='T1', supercategory='Tumor'),
+                          dict(id=4, name='FLAIR', supercategory='Tumor')]
+  img, tumour = _synthetic_slices()[0]
+  _write_split(tmp_path / 'train', [('a', img)], [
+      dict(image_id=0, category_id=2, segmentation=[_hull_polygon(tumour)],
+           bbox=[0, 0, 1, 1]),
+      dict(image_id=0, category_id=3, segmentation=[], bbox=[0, 0, 20, 10]),
+      dict(image_id=0, category_id=4, segmentation=[], bbox=[40, 50, 24, 14])],
+      cats, 'png')
+  (case,) = sources.discover_cases(str(tmp_path))
+  label = sources.load_case(case, ('grey',)).label[:, :, 0]
+  assert label[:10, :20].sum() == 0 and label[50:, 40:].sum() == 0
+  hull_only = coco.render_mask(coco.read_annotations(case.label).images['a.png'],
+                               case.label)
+  np.testing.assert_array_equal(label, hull_only)
+  # Naming the tumour categories draws exactly those.
+  config = load_config('coco_cnn_simple')
+  config.data.formats.coco.tumour_categories = ('1', 'T1')
+  (case,) = sources.discover_cases(str(tmp_path), config.data.formats)
+  label = sources.load_case(case, ('grey',)).label[:, :, 0]
+  assert label[:10, :20].all() and label[50:, 40:].sum() == 0
 
 
 def test_root_may_be_one_split_folder(tmp_path):
@@ -333,7 +407,9 @@ def test_root_may_be_one_split_folder(tmp_path):
 @pytest.mark.parametrize('name,tumour', [
     ('Tumor', True), ('1', True), ('tumour', True), ('glioma', True),
     ('0', False), ('No Tumor', False), ('no-tumour', False),
-    ('Non_Tumor', False), ('notumor', False), ('background', False)])
+    ('Non_Tumor', False), ('notumor', False), ('background', False),
+    ('T1', False), ('t1c', False), ('FLAIR', False), ('T2-Flair', False),
+    ('MRI', False)])
 def test_category_names(name, tumour):
   assert coco.is_tumour_category(name) is tumour
 

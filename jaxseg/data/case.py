@@ -65,6 +65,8 @@ class Case:
       Empty: the on-disk values are `label_values` themselves.
     key: reader-specific locator inside `source` (the COCO image file name).
     fold: the cross-validation fold a datalist assigns the case, or None.
+    options: ((name, value), ...) the reader's options (`config.data.formats`)
+      the case was discovered with, for `load`.
   """
   case_id: str
   images: dict[str, str]
@@ -78,6 +80,7 @@ class Case:
   label_map: tuple[tuple[int, int], ...] = ()
   key: str | None = None
   fold: int | None = None
+  options: tuple = ()
 
   @property
   def disk_values(self) -> tuple[int, ...]:

@@ -117,7 +117,7 @@ def check_config(data_config) -> None:
 def discover(data_config) -> tuple[str, list[sources.Case]]:
   """The dataset root and its cases; checks the label mode fits the labels."""
   root = resolve_root(data_config)
-  cases = sources.discover_cases(root)
+  cases = sources.discover_cases(root, data_config.get('formats'))
   if data_config.label_mode != 'binary':
     binary = [c.case_id for c in cases if c.et_label is None and c.label]
     if binary:
@@ -140,6 +140,8 @@ def preparation_settings(data_config, seed: int) -> dict:
           'background_ratio', 'min_brain_fraction', 'split')
   settings = {k: data_config[k] for k in keys}
   settings['synthetic'] = None if data_config.root else data_config.synthetic.to_dict()
+  if data_config.get('formats') is not None:
+    settings['formats'] = data_config.formats.to_dict()
   settings['seed'] = seed
   if data_config.dims == 3:
     settings.update(dims=3, depth=data_config.depth)
@@ -154,8 +156,9 @@ def _fingerprint(cases, data_dir: str) -> tuple[dict, fingerprint.DigestCache]:
 
 def _reuse(info: dict, settings: dict, root: str, cases, workdir: str) -> dict:
   """The prepared data's split.json if they were made from these settings and data."""
-  changed = {k: (info['settings'].get(k), v) for k, v in settings.items()
-             if info['settings'].get(k) != v}
+  # (A key the stored settings lack is newer than the workdir: not compared.)
+  changed = {k: (info['settings'][k], v) for k, v in settings.items()
+             if k in info['settings'] and info['settings'][k] != v}
   if changed:
     key, (was, now) = next(iter(changed.items()))
     raise InputError(workdir, f'its data was prepared with {key}={was}, the '

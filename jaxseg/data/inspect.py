@@ -453,7 +453,7 @@ def inspect_dataset(config, output_dir: str | None = None, num_cases: int = 4,
   if not modalities:
     raise InputError('config.data.modalities', 'name at least one channel')
   root = dataset.resolve_root(config.data)
-  cases = sources.discover_cases(root)
+  cases = sources.discover_cases(root, config.data.get('formats'))
   output_dir = output_dir or default_output(root)
   picks = set(montage_picks(len(cases), num_cases))
   picked, flagged = [], []

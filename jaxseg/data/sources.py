@@ -37,12 +37,23 @@ __all__ = [
 ]
 
 
-def discover_cases(root: str) -> list[Case]:
+def _reader_options(formats_config, reader: str) -> dict:
+  """The options of one reader from `config.data.formats` (None: defaults)."""
+  if formats_config is None:
+    return {}
+  if hasattr(formats_config, 'to_dict'):
+    formats_config = formats_config.to_dict()
+  return dict(formats_config.get(reader) or {})
+
+
+def discover_cases(root: str, formats_config=None) -> list[Case]:
   """Finds the cases under `root`, auto-detecting the layout.
 
   Args:
     root: a datalist `.json` file, a folder holding `dataset.json`, or a
       folder in one of the readers' layouts (`formats.describe_layouts()`).
+    formats_config: `config.data.formats`: per reader key, its options
+      (e.g. the COCO reader's grey tolerance); None: the readers' defaults.
 
   Returns:
     The cases; case folders sorted by id, datalist cases in file order
@@ -62,10 +73,11 @@ def discover_cases(root: str) -> list[Case]:
     raise InputError(
         root, 'no cases found: expected a datalist (dataset.json or a .json '
         'path) or one of: ' + formats.describe_layouts())
-  return layout.discover(root)
+  name = layout.__name__.rsplit('.', 1)[-1]
+  return layout.discover(root, **_reader_options(formats_config, name))
 
 
-def discover_input(path: str) -> list[Case]:
+def discover_input(path: str, formats_config=None) -> list[Case]:
   """The cases of an inference input: one case folder, or what `discover_cases` finds.
 
   Args:
@@ -78,7 +90,7 @@ def discover_input(path: str) -> list[Case]:
     case = nifti.folder_case(path)
     if case is not None:
       return [case]
-  return discover_cases(path)
+  return discover_cases(path, formats_config)
 
 
 def _where(case: Case) -> str:

@@ -11,13 +11,16 @@ Layout (the BRATS2015_Training / BRATS2015_Testing archives):
     <root>/LGG/brats_2013_pat0001_1/...        (the same names as in HGG)
     Testing/HGG_LGG/brats_2013_pat0103_1/...   (no OT folder: unlabelled)
 
+or flat, as public copies store them: the `.mha` files directly in the case
+folder (`brats_2013_pat0001_1/VSD.Brain.XX.O.MR_Flair.54512.mha`, ...).
+
 `root` is the folder holding the grade folders (HGG, LGG or the testing
 set's HGG_LGG; `BRATS2015_Training` in the archive), one grade folder, a
 folder of case folders, or one case folder. A case folder is any folder with
-a `VSD.<...>.MR_<sequence>.<n>` subfolder (`brats_*` in the release); its
-`VSD.<...>.OT.<n>` subfolder (`VSD.Brain_3more...` or `VSD.Brain...`) holds
-the label. Each VSD folder holds one `.mha` (the one named after the folder
-when there are several). MR_Flair, MR_T1, MR_T1c, MR_T2 are the modalities
+a `VSD.<...>.MR_<sequence>.<n>` subfolder or `.mha` file (`brats_*` in the
+release); its `VSD.<...>.OT.<n>` subfolder or file (`VSD.Brain_3more...` or
+`VSD.Brain...`) holds the label. Each VSD folder holds one `.mha` (the one
+named after the folder when there are several). MR_Flair, MR_T1, MR_T1c, MR_T2 are the modalities
 'flair', 't1', 't1ce', 't2'; other sequences keep their lower-cased name.
 
 Case ids are file-name safe (predictions are `<case_id>_seg.nii.gz`): the
@@ -57,7 +60,8 @@ from jaxseg.data.case import (BRATS19_LABELS, Case, MODALITIES, Volume,
 from jaxseg.errors import InputError
 
 LAYOUT = ('BraTS 2015 MetaImage ([HGG|LGG/]brats_*/VSD.Brain.XX.O.MR_<Flair|'
-          'T1|T1c|T2>.<n>/*.mha, label VSD.Brain_3more.XX.O.OT.<n>/*.mha)')
+          'T1|T1c|T2>.<n>/*.mha, label VSD.Brain_3more.XX.O.OT.<n>/*.mha; or '
+          'the .mha files directly in brats_*/)')
 
 # Grade folders of the release (compared in upper case).
 GRADES = ('HGG', 'LGG', 'HGG_LGG')
@@ -96,9 +100,30 @@ def _kind(name: str) -> str | None:
   return canonical_modality(kind[3:])
 
 
+def _flat_files(folder: str) -> list[os.DirEntry]:
+  """The `VSD.*.<kind>.<n>.mha` files directly in `folder`, sorted by name."""
+  try:
+    with os.scandir(folder) as it:
+      entries = [e for e in it if e.is_file() and not e.name.startswith('.')
+                 and e.name.lower().endswith(_EXT)
+                 and _kind(e.name[:-len(_EXT)]) is not None]
+  except OSError:
+    return []
+  return sorted(entries, key=lambda e: e.name)
+
+
+def _vsd_entries(folder: str) -> list[tuple[str, str, str]]:
+  """(kind, name, .mha path) of a case folder's VSD subfolders and flat files."""
+  out = [(_kind(e.name), e.name, e.path) for e in _subdirs(folder)
+         if _kind(e.name) is not None]
+  out += [(_kind(e.name[:-len(_EXT)]), e.name, e.path)
+          for e in _flat_files(folder)]
+  return out
+
+
 def _is_case(folder: str) -> bool:
-  """True if `folder` has a `VSD.*.MR_*.<n>` subfolder."""
-  return any(_kind(e.name) not in (None, LABEL_KIND) for e in _subdirs(folder))
+  """True if `folder` has a `VSD.*.MR_*.<n>` subfolder or `.mha` file."""
+  return any(kind != LABEL_KIND for kind, _, _ in _vsd_entries(folder))
 
 
 def _is_grade(name: str) -> bool:
@@ -136,10 +161,9 @@ def detect(root: str) -> bool:
   if _is_case(root):
     return True
   for child in _subdirs(root):
-    subs = _subdirs(child.path)
-    if any(_kind(e.name) not in (None, LABEL_KIND) for e in subs):
+    if _is_case(child.path):
       return True
-    if any(_is_case(e.path) for e in subs):
+    if any(_is_case(e.path) for e in _subdirs(child.path)):
       return True
   return False
 
@@ -163,16 +187,14 @@ def _mha_file(folder: str) -> str:
 def _case(case_id: str, folder: str) -> Case:
   """Reads one case folder's VSD subfolders."""
   files: dict[str, str] = {}
-  for entry in _subdirs(folder):
-    kind = _kind(entry.name)
-    if kind is None:
-      continue
+  names: dict[str, str] = {}
+  for kind, name, path in _vsd_entries(folder):
     if kind in files:
       what = 'label (OT)' if kind == LABEL_KIND else f"'{kind}'"
-      raise InputError(folder, f'two {what} folders: '
-                       f'{_name(os.path.dirname(files[kind]))} and '
-                       f'{entry.name}; keep one')
-    files[kind] = _mha_file(entry.path)
+      raise InputError(folder, f'two {what} volumes: {names[kind]} and '
+                       f'{name}; keep one')
+    names[kind] = name
+    files[kind] = path if os.path.isfile(path) else _mha_file(path)
   label = files.pop(LABEL_KIND, None)
   order = [m for m in MODALITIES if m in files]
   order += sorted(m for m in files if m not in order)

@@ -17,11 +17,14 @@ Conventions:
   stems collide across splits), split = 'training' / 'validation' / 'test'
   after the folder (None for a folder of another name), images =
   {'grey': image path}, label = the json path, key = the json's file_name.
-* Categories: a category whose name, lower-cased with '-'/'_' read as
-  spaces, is one of `BACKGROUND_NAMES` ('0', 'no tumor', 'no tumour',
-  'non tumor', 'notumor', 'background', ...) is background and its
-  annotations are ignored; every other category (Roboflow's parent 'Tumor',
-  '1', 'tumor', ...) is tumour.
+* Categories: with the option `tumour_categories` (names), exactly those
+  are tumour. Otherwise a category whose name, lower-cased with '-'/'_' read
+  as spaces, is one of `BACKGROUND_NAMES` ('0', 'no tumor', 'no tumour',
+  'non tumor', 'notumor', 'background', ...) or names an MR sequence or the
+  scan (`NOT_TUMOUR_NAMES`: 'T1', 'T1c', 'FLAIR', 'MRI', ...: exports that
+  box each image's modality) is not tumour and its annotations are ignored;
+  every other category (Roboflow's parent 'Tumor', '1', 'tumor', ...) is
+  tumour.
 * The mask (labels 0/1) is the union of the tumour annotations, rasterised by
   pycocotools: polygons (a list of [x1, y1, x2, y2, ...], pixel (row i,
   column j) covers [j, j+1] x [i, i+1], as in COCO), compressed or
@@ -31,9 +34,15 @@ Conventions:
   `COORD_TOL` pixels; annotations of background categories are not
   rendered, so their geometry is not checked.
 * The image is read with Pillow into one float32 grey channel: 'L', 'I;16',
-  'I', 'F' as stored; RGB(A)/palette images must be grey (channels within
-  `GREY_TOL` levels, as JPEG rounding leaves them) and give their ITU-R 601
-  luminance (equal channels: that channel exactly); alpha is ignored.
+  'I', 'F' as stored; RGB(A)/palette images must be grey and give their
+  ITU-R 601 luminance (equal channels: that channel exactly); alpha is
+  ignored. Grey means: at most `max_colour_fraction` (default 2 %) of the
+  pixels have channels further apart than `grey_tolerance` levels (default
+  16 of 255). JPEG's chroma subsampling leaves grey images saved as RGB up
+  to ~10 levels apart, and exports carry small coloured marks (a logo, a
+  drawn box); a colour image differs almost everywhere.
+* Options (`config.data.formats.coco`, passed to `discover`):
+  `grey_tolerance`, `max_colour_fraction`, `tumour_categories`.
 * Volume: image (H, W, 1, 1), label (H, W, 1) uint8, affine identity (the
   pixel spacing is not recorded).
 
@@ -78,8 +87,16 @@ BACKGROUND_NAMES = frozenset({
 
 # How far (pixels) a rendered coordinate may lie outside [0, width/height].
 COORD_TOL = 0.5
-# How far (grey levels of 255) the channels of an RGB "grey" image may differ.
-GREY_TOL = 4
+# Category names (normalised as `BACKGROUND_NAMES`) of what is not a lesion
+# but the scan: modality boxes some exports draw on every image.
+NOT_TUMOUR_NAMES = frozenset({
+    't1', 't1w', 't1n', 't1c', 't1ce', 't1gd', 't1 ce', 't1 gd', 't1 contrast',
+    't2', 't2w', 't2f', 'flair', 't2 flair', 'pd', 'dwi', 'adc', 'mri', 'mr',
+    'brain', 'skull', 'head', 'scan',
+})
+# Defaults of the reader options (config.data.formats.coco).
+DEFAULT_OPTIONS = dict(grey_tolerance=16, max_colour_fraction=0.02,
+                       tumour_categories=None)
 
 _IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 
@@ -116,10 +133,41 @@ class CocoSet:
   background_categories: dict[int, str]
 
 
-def is_tumour_category(name: Any) -> bool:
-  """False for the names in `BACKGROUND_NAMES` ('No-Tumor', '0', ...)."""
-  key = ' '.join(str(name).lower().replace('-', ' ').replace('_', ' ').split())
-  return key not in BACKGROUND_NAMES
+def _normalised(name: Any) -> str:
+  return ' '.join(str(name).lower().replace('-', ' ').replace('_', ' ').split())
+
+
+def is_tumour_category(name: Any, tumour_categories=None) -> bool:
+  """Whether annotations of category `name` are drawn as tumour (module doc).
+
+  Args:
+    name: the category's name.
+    tumour_categories: the names that are tumour (any others are not), or
+      None: every name but `BACKGROUND_NAMES` and `NOT_TUMOUR_NAMES`.
+  """
+  key = _normalised(name)
+  if tumour_categories is not None:
+    return key in {_normalised(n) for n in tumour_categories}
+  return key not in BACKGROUND_NAMES and key not in NOT_TUMOUR_NAMES
+
+
+def _options(options: dict) -> dict:
+  """The reader options with defaults filled in; InputError on a bad value."""
+  unknown = set(options) - set(DEFAULT_OPTIONS)
+  if unknown:
+    raise InputError(f'config.data.formats.coco.{sorted(unknown)[0]}',
+                     f'unknown option; known: {", ".join(DEFAULT_OPTIONS)}')
+  out = dict(DEFAULT_OPTIONS, **{k: v for k, v in options.items()
+                                 if v is not None or k == 'tumour_categories'})
+  if not 0 <= out['grey_tolerance'] <= 255:
+    raise InputError('config.data.formats.coco.grey_tolerance',
+                     f'must be in [0, 255] grey levels, got {out["grey_tolerance"]}')
+  if not 0 <= out['max_colour_fraction'] <= 1:
+    raise InputError('config.data.formats.coco.max_colour_fraction',
+                     f'must be in [0, 1], got {out["max_colour_fraction"]}')
+  if out['tumour_categories'] is not None:
+    out['tumour_categories'] = tuple(str(n) for n in out['tumour_categories'])
+  return out
 
 
 def _split_dirs(root: str) -> list[str]:
@@ -142,8 +190,12 @@ def detect(root: str) -> bool:
           bool(_split_dirs(root)))
 
 
-def discover(root: str) -> list[Case]:
-  """One case per listed image, sorted by id; InputError on a bad json."""
+def discover(root: str, **options) -> list[Case]:
+  """One case per listed image, sorted by id; InputError on a bad json.
+
+  `options`: `DEFAULT_OPTIONS`' keys; they travel with each case.
+  """
+  options = _options(options)
   root = os.fspath(root)
   folders = _split_dirs(root)
   if not folders:
@@ -154,7 +206,7 @@ def discover(root: str) -> list[Case]:
   entries = []            # (folder name, stem, split, json path, image)
   for folder in folders:
     path = os.path.join(folder, ANNOTATIONS)
-    coco = read_annotations(path)
+    coco = read_annotations(path, options['tumour_categories'])
     name = os.path.basename(os.path.normpath(folder))
     split = SPLIT_FOLDERS.get(name.lower())
     for image in coco.images.values():
@@ -169,7 +221,7 @@ def discover(root: str) -> list[Case]:
       Case(case_id=case_id, images={GREY: image.path},
                    label=path, label_values=BINARY_LABELS,
                    et_label=None, split=split, source=path, reader='coco',
-                   key=image.file_name)
+                   key=image.file_name, options=tuple(sorted(options.items())))
       for case_id, (_, _, split, path, image) in zip(ids, entries)]
   return sorted(cases, key=lambda c: c.case_id)
 
@@ -190,18 +242,19 @@ def _case_ids(entries) -> list[str]:
           for i, e in zip(ids, entries)]
 
 
-def read_annotations(path: str) -> CocoSet:
-  """Parses and validates a COCO json, once per (path, mtime, size)."""
+def read_annotations(path: str, tumour_categories=None) -> CocoSet:
+  """Parses and validates a COCO json, once per (path, mtime, size, categories)."""
   path = os.path.abspath(os.fspath(path))
   try:
     st = os.stat(path)
   except OSError as e:
     raise InputError(path, f'cannot read the COCO annotations: {e}') from None
-  return _parse(path, st.st_mtime_ns, st.st_size)
+  categories = None if tumour_categories is None else tuple(tumour_categories)
+  return _parse(path, st.st_mtime_ns, st.st_size, categories)
 
 
 @functools.lru_cache(maxsize=16)
-def _parse(path: str, mtime_ns: int, size: int) -> CocoSet:
+def _parse(path: str, mtime_ns: int, size: int, tumour_categories) -> CocoSet:
   del mtime_ns, size      # cache keys only
   try:
     with open(path, encoding='utf-8') as f:
@@ -218,7 +271,8 @@ def _parse(path: str, mtime_ns: int, size: int) -> CocoSet:
       raise InputError(path, f'"{key}" must be a list')
   if 'images' not in data:
     raise InputError(path, 'has no "images" list')
-  tumour, background = _categories(data.get('categories', []), path)
+  tumour, background = _categories(data.get('categories', []), path,
+                                   tumour_categories)
   images = _images(data['images'], path)
   shapes = {i: [] for i in images}
   for i, ann in enumerate(data.get('annotations', [])):
@@ -248,15 +302,16 @@ def _parse(path: str, mtime_ns: int, size: int) -> CocoSet:
                  background_categories=background)
 
 
-def _categories(entries: list, path: str):
-  """(tumour id -> name, background id -> name)."""
+def _categories(entries: list, path: str, tumour_categories=None):
+  """(tumour id -> name, not-tumour id -> name)."""
   tumour, background = {}, {}
   for i, cat in enumerate(entries):
     if not isinstance(cat, dict) or 'id' not in cat:
       raise InputError(path, f'categories[{i}] must be an object with "id" and '
                        '"name"')
     name = str(cat.get('name', ''))
-    (tumour if is_tumour_category(name) else background)[cat['id']] = name
+    (tumour if is_tumour_category(name, tumour_categories)
+     else background)[cat['id']] = name
   return tumour, background
 
 
@@ -402,20 +457,23 @@ def _open_image(path: str):
     raise InputError(path, f'cannot read the image: {_reason(e)}') from None
 
 
-def _check_grey(rgb: np.ndarray, mode: str, path: str):
-  """InputError if the channels of a uint8 (H, W, 3) image differ > GREY_TOL."""
-  r = rgb[..., 0]
-  spread = 0
-  for other in (rgb[..., 1], rgb[..., 2]):
-    if not np.array_equal(r, other):
-      spread = max(spread, int(np.abs(r.astype(np.int16) - other).max()))
-  if spread > GREY_TOL:
-    raise InputError(path, f'is a colour image ({mode}: channels differ by up '
-                     f'to {spread} levels); the COCO reader expects grey '
-                     'images')
+def _check_grey(rgb: np.ndarray, mode: str, path: str, grey_tolerance: float,
+                max_colour_fraction: float):
+  """InputError unless a uint8 (H, W, 3) image is grey (module docstring)."""
+  channels = rgb.astype(np.int16)
+  spread = channels.max(axis=-1) - channels.min(axis=-1)
+  colour = float(np.mean(spread > grey_tolerance))
+  if colour > max_colour_fraction:
+    raise InputError(path, f'is a colour image ({mode}: {colour:.1%} of the '
+                     f'pixels have channels more than {grey_tolerance:g} '
+                     f'levels apart, up to {int(spread.max())}); the COCO '
+                     'reader expects grey images (tolerance: config.data.'
+                     'formats.coco.grey_tolerance and max_colour_fraction)')
 
 
-def read_grey(path: str) -> np.ndarray:
+def read_grey(path: str, grey_tolerance: float = DEFAULT_OPTIONS['grey_tolerance'],
+              max_colour_fraction: float = DEFAULT_OPTIONS['max_colour_fraction']
+              ) -> np.ndarray:
   """An image file as one float32 (H, W) grey channel (see the module doc)."""
   with _open_image(path) as im:
     try:
@@ -426,7 +484,8 @@ def read_grey(path: str) -> np.ndarray:
         im = im.getchannel('L')
       elif im.mode not in ('L', 'I', 'F') and not im.mode.startswith('I;16'):
         rgb = im.convert('RGB')
-        _check_grey(np.asarray(rgb), im.mode, path)
+        _check_grey(np.asarray(rgb), im.mode, path, grey_tolerance,
+                    max_colour_fraction)
         im = rgb.convert('L')
       data = np.asarray(im, np.float32)
     except _IMAGE_ERRORS as e:
@@ -439,7 +498,7 @@ def read_grey(path: str) -> np.ndarray:
 
 def _entry(case: Case) -> CocoImage:
   """The json entry of a case's image."""
-  coco = read_annotations(case.label)
+  coco = read_annotations(case.label, dict(case.options).get('tumour_categories'))
   image = coco.images.get(case.key)
   if image is None:
     raise InputError(case.label, f'lists no image {case.key!r} (case '
@@ -463,7 +522,11 @@ def load(case: Case, modalities: Sequence[str]) -> Volume:
   """Image (H, W, 1, 1) float32 and mask (H, W, 1) uint8 in {0, 1}."""
   check(case, modalities)
   image = _entry(case)
-  grey = read_grey(image.path)
+  options = dict(case.options)
+  grey = read_grey(image.path,
+                   options.get('grey_tolerance', DEFAULT_OPTIONS['grey_tolerance']),
+                   options.get('max_colour_fraction',
+                               DEFAULT_OPTIONS['max_colour_fraction']))
   if grey.shape != (image.height, image.width):
     raise InputError(image.path, f'decodes to {grey.shape} (H, W) but '
                      f'{case.label} says ({image.height}, {image.width})')
