@@ -6,6 +6,7 @@ import os
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 
@@ -20,11 +21,12 @@ def epoch_records(metrics_path: str) -> list[dict]:
   return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def plot_curves(metrics_path: str, out_path: str, best_epoch: int | None = None) -> None:
-  """Loss, Dice (train and validation) and learning rate per epoch, as one PNG."""
-  records = epoch_records(metrics_path)
-  if not records:
-    return
+def curves_figure(records: list[dict], best_epoch: int | None = None):
+  """The figure of `plot_curves`: loss, Dice and learning rate over epochs.
+
+  Epoch ticks are whole numbers; the best epoch (the checkpoint that is
+  tested) is a dotted line named in each legend.
+  """
   epochs = [r['epoch'] for r in records]
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
   for ax, key in zip(axes[:2], ('loss', 'dice')):
@@ -32,14 +34,26 @@ def plot_curves(metrics_path: str, out_path: str, best_epoch: int | None = None)
       values = [r.get(f'{split}/{key}') for r in records]
       ax.plot(epochs, values, style, marker='.', label=split)
     ax.set_title(key)
-    ax.set_xlabel('epoch')
-    ax.legend()
-    if best_epoch:
-      ax.axvline(best_epoch, color='grey', lw=0.8, ls=':')
-  axes[2].semilogy(epochs, [r['learning_rate'] for r in records], marker='.')
+  axes[2].semilogy(epochs, [r['learning_rate'] for r in records], marker='.',
+                   label='learning rate')
   axes[2].set_title('learning rate')
-  axes[2].set_xlabel('epoch')
+  for ax in axes:
+    ax.set_xlabel('epoch')
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if best_epoch:
+      ax.axvline(best_epoch, color='grey', lw=0.8, ls=':',
+                 label=f'best epoch ({best_epoch})')
+    ax.legend()
   fig.tight_layout()
+  return fig
+
+
+def plot_curves(metrics_path: str, out_path: str, best_epoch: int | None = None) -> None:
+  """Loss, Dice (train and validation) and learning rate per epoch, as one PNG."""
+  records = epoch_records(metrics_path)
+  if not records:
+    return
+  fig = curves_figure(records, best_epoch)
   tmp = out_path + '.tmp.png'
   fig.savefig(tmp, dpi=80)
   plt.close(fig)
@@ -207,6 +221,25 @@ def label_rgba(label: np.ndarray) -> np.ndarray:
   return rgba
 
 
+# Uncertainty below this fraction of the slice's maximum is left transparent.
+UNCERTAINTY_FLOOR = 0.05
+
+
+def uncertainty_rgba(uncertainty: np.ndarray, brain: np.ndarray,
+                     vmax: float) -> np.ndarray:
+  """(H, W) uncertainty -> (H, W, 4) 'Greens' colours over the anatomy.
+
+  Transparent outside the brain (any input != 0) and where the uncertainty
+  is below `UNCERTAINTY_FLOOR` of `vmax`, so the image shows through;
+  opacity grows with the uncertainty.
+  """
+  level = np.clip(np.asarray(uncertainty, np.float32) / max(vmax, 1e-12), 0, 1)
+  rgba = plt.get_cmap('Greens')(level).astype(np.float32)
+  rgba[..., 3] = np.where(brain & (level >= UNCERTAINTY_FLOOR),
+                          0.25 + 0.6 * level, 0.0)
+  return rgba
+
+
 def _show(ax, image, overlay=None, title=''):
   ax.imshow(np.rot90(image), cmap='gray')
   if overlay is not None:
@@ -244,11 +277,17 @@ def plot_case(image: np.ndarray, label, pred: np.ndarray, out_path: str,
     _show(ax, image[..., z], overlay, name)
   if uncertainty is not None:
     ax = axes[-1]
-    # Seed 002's figure 3: the greener, the more uncertain.
-    shown = ax.imshow(np.rot90(uncertainty[..., z]), cmap='Greens')
-    ax.set_title('uncertainty (entropy)', fontsize=9)
+    # Seed 002's figure 3: the greener, the more uncertain; drawn over the
+    # slice, inside the brain only.
+    values = uncertainty[..., z]
+    vmax = float(values.max()) or 1.0
+    ax.imshow(np.rot90(image[..., z]), cmap='gray')
+    ax.imshow(np.rot90(uncertainty_rgba(values, image[..., z] != 0, vmax)))
+    mappable = plt.cm.ScalarMappable(cmap='Greens',
+                                     norm=plt.Normalize(0.0, vmax))
+    ax.set_title('uncertainty (entropy, nats)', fontsize=9)
     ax.axis('off')
-    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+    fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04)
   fig.suptitle(f'{title}  axial slice {z}', fontsize=10)
   fig.tight_layout()
   _save(fig, out_path)
