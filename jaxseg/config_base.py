@@ -44,6 +44,13 @@ def get_config():
   config.data.background_ratio = 0.25
   config.data.min_brain_fraction = 0.05
   config.data.split = (0.7, 0.15, 0.15)  # train / validation / test, by case
+  # k-fold cross-validation by case: folds >= 2 trains on every fold but
+  # `fold` and validates on `fold` (0 .. folds - 1); the test share of
+  # `split` (or a datalist's test list) is held out of all folds, and a
+  # datalist's "fold" keys (MONAI) are used when every case has one.
+  # `python -m jaxseg.crossval` runs every fold. 0: off (`split` decides).
+  config.data.folds = 0
+  config.data.fold = 0
   config.data.worker_count = 0           # Grain worker processes (0: in-process)
   config.data.cache_dir = ml_collections.config_dict.placeholder(str)
   # Reader options, per format (jaxseg/data/formats/). COCO exports (seed
@@ -200,6 +207,24 @@ def get_config():
   # drawn `mc_chunk` at a time in one compiled vmap (0: all at once).
   config.inference.mc_samples = 0
   config.inference.mc_chunk = 0
+
+  # Post-processing of predicted BraTS label maps (jaxseg/postprocess.py,
+  # postprocess.apply), all off by default. Remove each region's
+  # 26-connected components of fewer voxels than these (0: off): a WT
+  # component becomes background, a TC one oedema, an ET one necrosis.
+  config.postprocess = ml_collections.ConfigDict()
+  config.postprocess.min_component_voxels = ml_collections.ConfigDict(
+      dict(WT=0, TC=0, ET=0))
+  # All ET -> necrosis when a case has fewer ET voxels than this (0: off).
+  config.postprocess.et_to_ncr_below = 0
+  # Choose the values above on the validation cases by mean lesion-wise
+  # Dice (postprocess.choose_thresholds) from these candidates (0 always
+  # is one).
+  config.postprocess.choose_on_validation = False
+  config.postprocess.candidates = ml_collections.ConfigDict(dict(
+      WT=(0, 10, 25, 50, 100, 250), TC=(0, 10, 25, 50, 100, 250),
+      ET=(0, 10, 25, 50, 100, 250),
+      et_to_ncr_below=(0, 50, 100, 200, 300, 500)))
   return config
 
 

@@ -215,3 +215,59 @@ def test_sample_data_roots_expand_jaxseg_data(tmp_path, monkeypatch):
   monkeypatch.delenv('JAXSEG_DATA')
   with pytest.raises(InputError, match='config.data.root.*JAXSEG_DATA'):
     dataset.expand_root(config_base.sample_data('x'))
+
+
+def _cases(n, folds=None):
+  from jaxseg.data import sources
+  return [sources.Case(case_id=f'c{i:02d}', images={}, label=None,
+                       label_values=(0, 1), et_label=None,
+                       fold=None if folds is None else folds[i])
+          for i in range(n)]
+
+
+@pytest.mark.parametrize('n,k,test_share', [(10, 5, 0.0), (11, 3, 0.0),
+                                            (23, 5, 0.15), (6, 2, 0.2)])
+def test_folds_are_disjoint_and_cover_the_cases(n, k, test_share):
+  from jaxseg.data import dataset
+  cases = _cases(n)
+  splits = [dataset.split_cases(cases, (0.7, 0.3 - test_share, test_share), 7,
+                                'root', folds=k, fold=i) for i in range(k)]
+  test = splits[0]['test']
+  assert all(s['test'] == test for s in splits)        # one test set
+  assert len(test) == (max(1, round(test_share * n)) if test_share else 0)
+  vals = [set(s['val']) for s in splits]
+  ids = {c.case_id for c in cases}
+  assert set().union(*vals) == ids - set(test)        # the folds cover ...
+  assert sum(len(v) for v in vals) == len(ids - set(test))   # ... disjointly
+  assert max(map(len, vals)) - min(map(len, vals)) <= 1
+  for s in splits:
+    assert not set(s['train']) & set(s['val']) and not set(s['train']) & set(test)
+    assert set(s['train']) | set(s['val']) | set(test) == ids
+  # Seeded: the same seed gives the same folds, another seed others.
+  again = dataset.split_cases(cases, (0.7, 0.3 - test_share, test_share), 7,
+                              'root', folds=k, fold=0)
+  other = dataset.split_cases(cases, (0.7, 0.3 - test_share, test_share), 8,
+                              'root', folds=k, fold=0)
+  assert again == splits[0] and other != splits[0]
+
+
+def test_a_datalists_fold_keys_are_used():
+  from jaxseg.data import dataset
+  given = [0, 1, 2, 0, 1, 2, 0]
+  cases = _cases(7, given)
+  split = dataset.split_cases(cases, (0.7, 0.15, 0.15), 0, 'root', folds=3, fold=1)
+  assert split['val'] == ['c01', 'c04'] and split['test'] == []
+  assert split['train'] == ['c00', 'c02', 'c03', 'c05', 'c06']
+
+
+def test_fold_errors_name_the_key():
+  from jaxseg.data import dataset
+  from jaxseg.errors import InputError
+  with pytest.raises(InputError, match=r'config.data.fold: 5 is out of range.*0 .. 4'):
+    dataset.check_folds(5, 5)
+  with pytest.raises(InputError, match='config.data.folds: must be 0'):
+    dataset.check_folds(1, 0)
+  with pytest.raises(InputError, match='too few for 5 folds'):
+    dataset.split_cases(_cases(4), (1, 0, 0), 0, 'root', folds=5, fold=0)
+  with pytest.raises(InputError, match='assigns fold 3'):
+    dataset.split_cases(_cases(4, [0, 1, 2, 3]), (1, 0, 0), 0, 'root', folds=3, fold=0)

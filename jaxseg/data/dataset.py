@@ -57,9 +57,81 @@ def resolve_root(data_config) -> str:
     raise InputError('config.data.synthetic', str(e)) from e
 
 
+def check_folds(folds: int, fold: int) -> None:
+  """InputError unless `folds` is 0 (off) or >= 2 and 0 <= `fold` < `folds`."""
+  if folds is None or folds == 0:
+    return
+  if not isinstance(folds, int) or folds < 2:
+    raise InputError('config.data.folds', f'must be 0 (no cross-validation) '
+                     f'or at least 2, got {folds!r}')
+  if not isinstance(fold, int) or not 0 <= fold < folds:
+    raise InputError('config.data.fold', f'{fold!r} is out of range: with '
+                     f'data.folds={folds} it is one of 0 .. {folds - 1}')
+
+
+def fold_of_cases(case_ids: list[str], folds: int, seed: int) -> dict[str, int]:
+  """case id -> fold: a seeded permutation dealt round-robin into `folds`.
+
+  Fold sizes differ by at most one; the assignment depends only on the
+  sorted case ids, `folds` and `seed`.
+  """
+  ids = sorted(case_ids)
+  order = np.random.default_rng(seed).permutation(len(ids))
+  return {ids[i]: k % folds for k, i in enumerate(order)}
+
+
+def _fold_split(cases: list[sources.Case], fractions, folds: int, fold: int,
+                seed: int, root: str) -> dict[str, list[str]]:
+  """Case ids per split for fold `fold` of `folds` (cross-validation).
+
+  Test cases are set aside first (a datalist's "test"/"validation" lists;
+  else, unless the datalist assigns every case a fold, the `fractions[2]`
+  share, seeded) and never enter a fold. The folds come from the
+  datalist's "fold" keys when every remaining case has one (MONAI's
+  `create_cross_validation_datalist`), else `fold_of_cases`.
+  Validation = fold `fold`, training = the other folds.
+  """
+  held_out = ('validation', 'test')
+  pool = [c for c in cases if c.split not in held_out]
+  if len(pool) < len(cases) or all(c.fold is not None for c in pool):
+    test = sorted(c.case_id for c in cases if c.split in held_out)
+  else:
+    ids = sorted(c.case_id for c in cases)
+    share = float(fractions[2]) / max(float(sum(fractions)), 1e-12)
+    n_test = max(1, int(round(share * len(ids)))) if share > 0 else 0
+    order = np.random.default_rng(seed).permutation(len(ids))
+    test = sorted(ids[i] for i in order[:n_test])
+    pool = [c for c in cases if c.case_id not in set(test)]
+  given = [c.fold for c in pool]
+  if pool and all(f is not None for f in given):
+    if max(given) >= folds:
+      raise InputError(root, f'the datalist assigns fold {max(given)}, but '
+                       f'config.data.folds is {folds}')
+    assignment = {c.case_id: c.fold for c in pool}
+  else:
+    if len(pool) < folds:
+      raise InputError(root, f'{len(pool)} cases (after the test cases) are '
+                       f'too few for {folds} folds')
+    assignment = fold_of_cases([c.case_id for c in pool], folds, seed)
+  val = sorted(i for i, f in assignment.items() if f == fold)
+  if not val:
+    raise InputError('config.data.fold', f'fold {fold} holds no cases')
+  train = sorted(i for i, f in assignment.items() if f != fold)
+  return dict(train=train, val=val, test=test)
+
+
 def split_cases(cases: list[sources.Case], fractions, seed: int,
-                root: str) -> dict[str, list[str]]:
-  """Case ids per split: the datalist's own splits, else a seeded shuffle by `fractions`."""
+                root: str, folds: int = 0, fold: int = 0
+                ) -> dict[str, list[str]]:
+  """Case ids per split.
+
+  With `folds` >= 2: fold `fold` of a case-level cross-validation
+  (`_fold_split`). Otherwise the datalist's own splits, else a seeded
+  shuffle by `fractions` (train, val, test).
+  """
+  if folds:
+    check_folds(folds, fold)
+    return _fold_split(cases, fractions, folds, fold, seed, root)
   listed = {c.split for c in cases if getattr(c, 'split', None)}
   if listed - {'training'}:
     named = {'training': 'train', 'validation': 'val', 'test': 'test'}
@@ -89,6 +161,7 @@ def split_cases(cases: list[sources.Case], fractions, seed: int,
 
 def check_config(data_config) -> None:
   """Rejects data settings that have no meaning, before any work is done."""
+  check_folds(data_config.get('folds'), data_config.get('fold'))
   if data_config.label_mode not in preprocess.LABEL_MODES:
     raise InputError('config.data.label_mode',
                      f'{data_config.label_mode!r} is not one of {preprocess.LABEL_MODES}')
@@ -142,6 +215,8 @@ def preparation_settings(data_config, seed: int) -> dict:
   settings['synthetic'] = None if data_config.root else data_config.synthetic.to_dict()
   if data_config.get('formats') is not None:
     settings['formats'] = data_config.formats.to_dict()
+  if data_config.get('folds'):
+    settings.update(folds=data_config.folds, fold=data_config.fold)
   settings['seed'] = seed
   if data_config.dims == 3:
     settings.update(dims=3, depth=data_config.depth)
@@ -205,7 +280,8 @@ def prepare(data_config, workdir: str, seed: int,
       info = json.load(f)
     return _reuse(info, settings, root, cases, workdir)
   by_id = {c.case_id: c for c in cases}
-  split = split_cases(cases, tuple(data_config.split), seed, root)
+  split = split_cases(cases, tuple(data_config.split), seed, root,
+                      data_config.get('folds') or 0, data_config.get('fold') or 0)
   if not split['val']:
     raise InputError('config.data.split', 'no validation cases: the validation '
                      'loss drives the learning rate, early stopping and the '
