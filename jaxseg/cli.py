@@ -40,6 +40,8 @@ def parse_flags(argv):
   except Exception as e:  # pylint: disable=broad-except
     print(f'jaxseg: error: {_flag_error(argv, e)}', file=sys.stderr)
     sys.exit(2)
+  if 'config' not in FLAGS:
+    return argv             # a command without --config (jaxseg.predict)
   try:
     if FLAGS.config is not None:
       FLAGS.config.keys()   # the config file is loaded lazily: load it now

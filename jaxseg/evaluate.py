@@ -196,27 +196,31 @@ def uncertainty_scores(probs, pred_label, true_label, et_label, label_mode,
   return row
 
 
-def evaluate_split(config, state, cases, mesh, normalization,
+def evaluate_split(models: list, cases, mesh,
                    png_dir: str | None = None) -> SplitResult:
   """Per-case scores and the pooled confusion matrix of labelled `cases`.
 
+  Args:
+    models: one `model_folder.Model`, or the members of an ensemble (their
+      probabilities are averaged, `predict.case_predictor`); the first
+      one's config decides label mode, threshold and channels.
+    cases: labelled cases.
+    mesh: the device mesh.
+    png_dir: where `<case>.png` overlays go, or None.
+
   With `inference.mc_samples > 0` the rows also hold the uncertainty scores
-  (`uncertainty_scores`). With `png_dir`, `<case>.png` overlays go there.
+  (`uncertainty_scores`).
   """
+  config = models[0].config
   label_mode = config.data.label_mode
   labels = confusion_classes(cases, label_mode)
   confusion = np.zeros((len(labels), len(labels)), np.int64)
-  mean = normalization.get('mean')
-  std = normalization.get('std')
-  mean = None if mean is None else np.asarray(mean, np.float32)
-  std = None if std is None else np.asarray(std, np.float32)
-  predict_batch = predict.batch_predictor(state, mesh, config,
-                                          key=jax.random.key(config.seed))
+  predict_volume = predict.case_predictor(models, mesh)
   progress = predict.CaseProgress(len(cases), 'evaluated')
   rows = []
   for i, case in enumerate(cases):
     volume = sources.load_case(case, config.data.modalities)
-    output = predict.predict_case(predict_batch, volume, config, mean, std)
+    output = predict_volume(volume)
     pred = predict.hard_label(output.probs, label_mode, case.et_label,
                               config.inference.threshold)
     spacing = voxel_spacing(volume, case.label or case.case_id)
@@ -285,6 +289,7 @@ def evaluate_workdir(config, workdir: str, state, mesh, eval_fn) -> dict:
   cases = {c.case_id: c for c in sources.discover_cases(
       info['root'], config.data.get('formats'))}
   predict.check_mc_model(state, config)
+  model = predict.workdir_model(config, workdir, state)
   results = {}
   for split in ('val', 'test'):
     ids = info['split'].get(split) or []
@@ -293,8 +298,7 @@ def evaluate_workdir(config, workdir: str, state, mesh, eval_fn) -> dict:
     source = pipeline.SliceSource(os.path.join(data_dir, split))
     per_slice = slice_metrics(eval_fn, state, source,
                               config.train.eval_batch_size, mesh)
-    result = evaluate_split(config, state, [cases[i] for i in ids], mesh,
-                            info['normalization'],
+    result = evaluate_split([model], [cases[i] for i in ids], mesh,
                             png_dir=os.path.join(workdir, 'eval', f'{split}_cases'))
     summary = summarize_rows(result.rows)
     if jax.process_index() == 0:
@@ -324,10 +328,8 @@ def evaluate_input(config, workdir: str, state, mesh, input_path: str,
                      'evaluation needs labels (use --mode=predict)')
   predict.check_mc_model(state, config)
   predict.check_output_folder(output_dir)
-  mean, std = predict.run_normalization(workdir)
-  normalization = dict(mean=mean, std=std)
-  result = evaluate_split(config, state, cases, mesh, normalization,
-                          png_dir=os.path.join(output_dir, 'cases'))
+  result = evaluate_split([predict.workdir_model(config, workdir, state)],
+                          cases, mesh, png_dir=os.path.join(output_dir, 'cases'))
   summary = summarize_rows(result.rows)
   if jax.process_index() == 0:
     write_split(output_dir, '', result, summary)

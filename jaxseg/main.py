@@ -9,6 +9,8 @@
         --config.optimizer.learning_rate=1e-3
     python -m jaxseg.main --config=configs/brats19_resunet.py --workdir=runs/b \
         --mode=benchmark          # step time, FLOP/s, utilisation, loader
+    python -m jaxseg.main --config=runs/resunet/config.json --workdir=runs/resunet \
+        --mode=export [--output=models/resunet]   # for python -m jaxseg.predict
     python -m jaxseg.main ... --coordinator_address=node0:1234 \
         --num_processes=2 --process_id=0      # one of several processes
 
@@ -34,6 +36,7 @@ from jaxseg import cli
 from jaxseg import config_base
 from jaxseg import config_flags
 from jaxseg import evaluate
+from jaxseg import model_folder
 from jaxseg import parallel
 from jaxseg import predict
 from jaxseg import train
@@ -43,11 +46,14 @@ FLAGS = flags.FLAGS
 config_flags.define_config()
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and results.')
 flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict',
-                                     'benchmark'],
+                                     'export', 'benchmark'],
                   'train: train (or resume) then evaluate the best checkpoint; '
                   'evaluate: evaluate the best checkpoint of --workdir on its '
                   'val/test splits, or on the labelled set --input; '
                   'predict: segment the cases of --input into --output; '
+                  'export: write the best model as a shareable folder '
+                  '(--output, default <workdir>/model) for python -m '
+                  'jaxseg.predict; '
                   'benchmark: time the training step, loader and FLOP/s '
                   '(<workdir>/benchmark.json).')
 flags.DEFINE_integer('benchmark_steps', 10, 'benchmark: timed steps.')
@@ -78,6 +84,10 @@ def run(config, workdir: str, mode: str, input_path: str | None = None,
   if mode == 'predict':
     return predict.run_predict(config, workdir, input_path, output_dir,
                                load_state=train.load_best_state)
+  if mode == 'export':
+    path = model_folder.export(config, workdir, output_dir)
+    print(f'exported the best model of {workdir} to {path}')
+    return path
   if input_path:
     if not output_dir:
       output_dir = os.path.join(workdir, 'eval',

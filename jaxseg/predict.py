@@ -54,6 +54,7 @@ import numpy as np
 
 from jaxseg import activations
 from jaxseg import inference
+from jaxseg import model_folder
 from jaxseg import parallel
 from jaxseg import plots
 from jaxseg import uncertainty
@@ -401,16 +402,58 @@ def run_normalization(workdir: str) -> tuple:
           np.asarray(norm['std'], np.float32))
 
 
-def predict_cases(config, state, mesh, cases, output_dir: str, mean=None,
-                  std=None) -> list[str]:
-  """Predicts and writes every case; returns the written paths."""
-  predict_batch = batch_predictor(state, mesh, config,
-                                  key=jax.random.key(config.seed))
+def mean_output(outputs: list[CaseOutput]) -> CaseOutput:
+  """The ensemble of case outputs: the mean of each map over the members.
+
+  The probabilities are averaged (what the ensemble predicts); Monte-Carlo
+  maps, where every member has them, are averaged too.
+  """
+  if len(outputs) == 1:
+    return outputs[0]
+  def avg(field):
+    maps = [getattr(o, field) for o in outputs]
+    return None if any(m is None for m in maps) else np.mean(maps, axis=0)
+  return CaseOutput(probs=avg('probs'), std=avg('std'), entropy=avg('entropy'),
+                    mutual_information=avg('mutual_information'))
+
+
+def case_predictor(models: list, mesh) -> Callable[[sources.Volume], CaseOutput]:
+  """volume -> CaseOutput of one model or the mean of an ensemble's.
+
+  Args:
+    models: `model_folder.Model`s (config, state, normalisation); each
+      member preprocesses the case its own way and maps its probabilities
+      back onto the case's grid before they are averaged.
+  """
+  fns = [batch_predictor(m.state, mesh, m.config,
+                         key=jax.random.key(m.config.seed)) for m in models]
+
+  def run(volume: sources.Volume) -> CaseOutput:
+    return mean_output([predict_case(fn, volume, m.config, m.mean, m.std)
+                        for fn, m in zip(fns, models)])
+  return run
+
+
+def workdir_model(config, workdir: str, state) -> model_folder.Model:
+  """A run's best state with its config and normalisation, as a Model."""
+  mean, std = run_normalization(workdir)
+  return model_folder.Model(config=config, state=state, mean=mean, std=std,
+                            source=workdir, manifest={})
+
+
+def predict_cases(models: list, mesh, cases, output_dir: str) -> list[str]:
+  """Predicts and writes every case with one model or an ensemble; returns the paths.
+
+  The first model's config decides the label mode, threshold and channels
+  (`model_folder.check_ensemble` made sure the members agree).
+  """
+  config = models[0].config
+  predict_volume = case_predictor(models, mesh)
   progress = CaseProgress(len(cases), 'predicted')
   written = []
   for i, case in enumerate(cases):
     volume = sources.load_case(case, config.data.modalities)
-    output = predict_case(predict_batch, volume, config, mean, std)
+    output = predict_volume(volume)
     pred = hard_label(output.probs, config.data.label_mode, case.et_label,
                       config.inference.threshold)
     if jax.process_index() == 0:
@@ -437,5 +480,90 @@ def run_predict(config, workdir: str, input_path: str, output_dir: str,
   state = load_state(config, workdir, mesh)
   check_mc_model(state, config)
   check_output_folder(output_dir)
-  mean, std = run_normalization(workdir)
-  return predict_cases(config, state, mesh, cases, output_dir, mean, std)
+  return predict_cases([workdir_model(config, workdir, state)], mesh, cases,
+                       output_dir)
+
+
+# ------------------------------------------------- from model folders alone
+
+
+def run_models(model_dirs: list[str], input_path: str, output_dir: str,
+               mc_samples: int | None = None, mirror: bool = False) -> list[str]:
+  """`python -m jaxseg.predict`: predicts with model folders, no config or data.
+
+  Args:
+    model_dirs: exported model folders or training workdirs; several are an
+      ensemble (their probabilities are averaged on each case's grid).
+    input_path: a case folder, a folder of cases or a datalist.
+    output_dir: where `<case>_seg.nii.gz` and `<case>.png` go.
+    mc_samples: Monte-Carlo dropout samples per member (None: the model's).
+    mirror: average over every mirroring of the spatial axes.
+  """
+  if not model_dirs:
+    raise InputError('-m/--model', 'give at least one model folder')
+  if not input_path or not output_dir:
+    raise InputError('-i/-o', 'give the cases (-i) and an output folder (-o)')
+  first = None
+  models = []
+  for path in model_dirs:
+    model = model_folder.load(path, mesh=None if first is None else first)
+    config = model.config.copy_and_resolve_references()
+    with config.unlocked():
+      if mc_samples is not None:
+        config.inference.mc_samples = mc_samples
+      if mirror:
+        config.inference.mirror_axes = tuple(range(config.data.dims))
+    models.append(dataclasses.replace(model, config=config))
+    if first is None:
+      first = parallel.make_mesh(config.get('mesh'))
+  model_folder.check_ensemble(models)
+  cases = input_cases(input_path, models[0].config.data)
+  for model in models:
+    check_mc_model(model.state, model.config)
+  check_output_folder(output_dir)
+  return predict_cases(models, first, cases, output_dir)
+
+
+def _define_flags():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_multi_string('model', None, 'A model folder (--mode=export) or '
+                            'a training workdir; repeat for an ensemble.',
+                            short_name='m')
+  flags.DEFINE_string('input', None, 'A case folder, a folder of cases or a '
+                      'datalist .json.', short_name='i')
+  flags.DEFINE_string('output', None, 'The folder for <case>_seg.nii.gz and '
+                      '<case>.png.', short_name='o')
+  flags.DEFINE_integer('mc_samples', None, 'Monte-Carlo dropout samples per '
+                       'model (writes the uncertainty maps too).')
+  flags.DEFINE_bool('mirror', False, 'Test-time mirroring over every '
+                    'spatial axis.')
+  return flags.FLAGS
+
+
+def main_cli() -> None:
+  """`python -m jaxseg.predict -i IN -o OUT -m MODEL [-m ...]`."""
+  import sys  # pylint: disable=g-import-not-at-top
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from jaxseg import cli  # pylint: disable=g-import-not-at-top
+  options = _define_flags()
+
+  def main(argv):
+    if len(argv) > 1:
+      print(f'jaxseg: error: unexpected arguments: {argv[1:]}', file=sys.stderr)
+      sys.exit(2)
+    cli.setup()
+    try:
+      paths = run_models(options.model, options.input, options.output,
+                         options.mc_samples, options.mirror)
+    except InputError as e:
+      print(f'jaxseg: error: {e}', file=sys.stderr)
+      sys.exit(2)
+    logging.info('wrote %d files to %s', len(paths), options.output)
+
+  app.run(main, flags_parser=cli.parse_flags)
+
+
+if __name__ == '__main__':
+  # Run the functions of the imported module, not of this __main__ copy.
+  from jaxseg import predict as _predict  # pylint: disable=g-import-not-at-top
+  _predict.main_cli()

@@ -308,6 +308,7 @@ def prepare(data_config, workdir: str, seed: int,
   data, cache = _fingerprint(cases, data_dir)
   info = dict(root=os.path.abspath(root), data=data, split=split,
               settings=settings,
+              label_values=sorted({v for c in cases for v in c.label_values}),
               normalization=dict(mode=data_config.normalization,
                                  mean=None if mean is None else mean.tolist(),
                                  std=None if std is None else std.tolist()))
