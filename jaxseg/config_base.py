@@ -70,6 +70,11 @@ def get_config():
       dict(num_cases=32, shape=(96, 96, 64), seed=0, steps_per_epoch=4))
 
   config.augment = ml_collections.ConfigDict()
+  # Where the chain runs: 'host' (the loader's Grain workers, NumPy/SciPy),
+  # 'device' (jitted inside the train step; the loader still cuts the 3D
+  # patches) or 'auto' ('device' on GPU/TPU, 'host' on CPU, decided when the
+  # run starts). See jaxseg/data/augment_device.py.
+  config.augment.where = 'auto'
   config.augment.flip_prob = 0.25        # per axis (x and y)
   config.augment.cutout_prob = 0.4
   config.augment.cutout_max_patches = 6

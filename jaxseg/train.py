@@ -12,13 +12,16 @@ Checkpoints (Orbax) live in `<workdir>/checkpoints/` (the latest; with the
 step, optimiser state, batch statistics, the loop's JSON state and the data
 iterator position) and `<workdir>/checkpoints_best/` (lowest validation
 loss). Rerunning the same command resumes from the latest and continues the
-same random streams: dropout keys are `fold_in(key, step)` and augmentation
-draws come from Grain's per-record generators.
+same random streams: dropout keys are `fold_in(key, step)`, and augmentation
+draws come from Grain's per-record generators (`config.augment.where`
+'host') or from `fold_in` of the step and the sample's row ('device', the
+chain jitted into the train step).
 """
 
 import dataclasses
 import functools
 import json
+import math
 import os
 import time
 from typing import Any
@@ -41,6 +44,7 @@ from jaxseg import parallel
 from jaxseg import plots
 from jaxseg import writers
 from jaxseg.data import augment as augment_lib
+from jaxseg.data import augment_device
 from jaxseg.data import dataset
 from jaxseg.data import pipeline
 from jaxseg.data import preprocess
@@ -179,8 +183,15 @@ def micro_batches(batch: dict, steps: int) -> dict:
 
 
 def train_step(state: TrainState, batch: dict, dropout_key, *, loss_fn,
-               activation: str, grad_accum_steps: int = 1):
+               activation: str, grad_accum_steps: int = 1,
+               augment: augment_lib.AugmentConfig | None = None):
   """One optimisation step on a (global) batch; returns the state and metrics.
+
+  With `augment` (`config.augment.where` 'device') the batch is first
+  augmented on the device (`augment_device.augment_train_batch`: sample i
+  of step s draws from fold_in(fold_in(dropout_key, AUGMENT_STREAM), s), i),
+  so the draws do not depend on the device count and a resumed run repeats
+  them.
 
   With `grad_accum_steps` k > 1 the batch runs as k micro-batches in a
   `lax.scan` (activations of one micro-batch in memory at a time); their
@@ -188,6 +199,9 @@ def train_step(state: TrainState, batch: dict, dropout_key, *, loss_fn,
   micro-batch, and the metrics are merged over them. For a loss that is a
   mean over samples this is the gradient of the whole batch.
   """
+  if augment is not None:
+    batch = augment_device.augment_train_batch(batch, dropout_key, state.step,
+                                               augment)
   key = jax.random.fold_in(dropout_key, state.step)
   if grad_accum_steps == 1:
     grads, batch_stats, step_metrics = _grads_and_metrics(
@@ -241,6 +255,7 @@ class LoopState:
   plateau: dict = dataclasses.field(default_factory=dict)
   early_stopping: dict = dataclasses.field(default_factory=dict)
   data_iterator: str = ''        # Grain iterator state (JSON)
+  augment_where: str = ''        # 'host' or 'device': where augmentation ran
   train_seconds: float = 0.0
 
 
@@ -338,6 +353,14 @@ def train_input_shape(config, source) -> tuple:
   return shape
 
 
+def loader_read_ahead(config, image_shape) -> int:
+  """Batches the loader prepares ahead: about 2 GiB of this process's batches."""
+  channels = image_shape[-1] + preprocess.num_outputs(config.data.label_mode)
+  sample_bytes = 4 * math.prod(image_shape[:-1]) * channels
+  local_batch = config.train.batch_size // jax.process_count()
+  return pipeline.read_ahead_batches(sample_bytes * local_batch)
+
+
 def logged_metric_names(activation: str) -> list:
   """The metrics logged per split (loss, dice, ...), for config.schedule.monitor."""
   zeros = jnp.zeros((1, 2, 2, 2), jnp.float32)
@@ -379,7 +402,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      'losses take it), or use one of '
                      f'{", ".join(losses.SIGMOID_LOSSES if activation == "sigmoid" else losses.SOFTMAX_LOSSES)}')
 
-  augment = augment_lib.AugmentConfig(**config.augment)
+  augment, where_setting = augment_device.from_config(config.augment)
+  where = augment_device.placement(where_setting)
 
   def report(split, i, n, case_id):
     logging.info('preprocessing %s: case %d/%d (%s)', split, i, n, case_id)
@@ -418,6 +442,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state, loop = restored
     state = jax.device_put(state, replicated)
     logging.info('resumed from step %d (epoch %d)', int(state.step), loop.epoch)
+  if (loop.augment_where and loop.augment_where != where
+      and where_setting == 'auto'):
+    # 'auto' keeps the placement the run started with: the host and the
+    # device chain draw different streams, so switching would not resume it.
+    where = loop.augment_where
+  elif loop.augment_where and loop.augment_where != where:
+    logging.warning('the run augmented on the %s; config.augment.where=%r '
+                    'moves it to the %s, so the resumed augmentations differ '
+                    'from an uninterrupted run', loop.augment_where,
+                    where_setting, where)
+  loop.augment_where = where
+  logging.info('augmentation on the %s (config.augment.where=%r, backend %s)',
+               where, where_setting, jax.default_backend())
   # Reduce-on-plateau ('plateau' only) and early stopping (None: off) watch
   # `monitor_key`; their state comes back with the loop's.
   plateau = optim.make_plateau(config.schedule, monitor_mode, loop.plateau)
@@ -426,17 +463,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   loader = pipeline.train_loader(
       train_source, global_batch_size=config.train.batch_size,
-      seed=config.seed, augment=augment,
+      seed=config.seed, augment=augment if where == 'host' else None,
       worker_count=config.data.worker_count, patch_size=config.data.patch_size,
       foreground_fraction=config.data.foreground_fraction,
-      label_mode=config.data.label_mode)
+      label_mode=config.data.label_mode,
+      read_ahead=loader_read_ahead(config, image_shape))
   iterator = iter(loader)
   if loop.data_iterator:
     iterator.set_state(json.loads(loop.data_iterator))
 
   p_train = jax.jit(functools.partial(
       train_step, loss_fn=loss_fn, activation=activation,
-      grad_accum_steps=accum_steps), donate_argnums=0)
+      grad_accum_steps=accum_steps,
+      augment=augment if where == 'device' else None), donate_argnums=0)
   p_eval = jax.jit(functools.partial(eval_step, loss_fn=loss_fn,
                                      activation=activation))
   total_steps = steps_per_epoch * config.train.num_epochs

@@ -705,9 +705,12 @@ def test_bad_augment_config_is_an_input_error(field, value):
 
 def test_augment_config_mirrors_config_augment():
   from jaxseg import config_base
+  from jaxseg.data import augment_device
+  # 'where' (host or device) places the chain; every other key is a field.
   keys = set(config_base.get_config().augment.keys())
   fields = {f.name for f in dataclasses.fields(augment.AugmentConfig)}
-  assert keys == fields
-  cfg = augment.AugmentConfig(**config_base.get_config().augment)
+  assert keys == fields | {'where'}
+  cfg, where = augment_device.from_config(config_base.get_config().augment)
+  assert where == 'auto'
   assert cfg.blur_sigma == (0.5, 1.5) and hash(cfg)      # a jit static
   assert augment.AugmentConfig(gamma_range=[0.7, 1.5]).gamma_range == (0.7, 1.5)

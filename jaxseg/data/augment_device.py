@@ -32,6 +32,15 @@ of a half-integer may round the other way. Everything is elementwise or a
 gather (no matrix product, so no TF32 on GPUs). A step whose probability is
 0 is left out of the trace; a step with a probability in (0, 1) is computed
 for every sample and selected, so its cost does not depend on the draws.
+
+In training (`config.augment.where`: 'device', or 'auto' on a GPU/TPU,
+`placement`) `train.train_step` runs `augment_train_batch` on the global
+batch inside the jitted step: sample i of step s draws from
+fold_in(fold_in(fold_in(dropout_key, AUGMENT_STREAM), s), i), so the draws
+depend on neither the device nor the process count, and a resumed run
+repeats them. The loader then only cuts the 3D patches (the same patches as
+with the host chain). tests/test_augment_placement.py compares the two
+chains' distributions step by step.
 """
 
 import functools
@@ -44,6 +53,7 @@ import jax.numpy as jnp
 
 from jaxseg.data import augment
 from jaxseg.data.augment import AugmentConfig
+from jaxseg.errors import InputError
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -493,6 +503,18 @@ def augment_sample(key: jax.Array, image: jax.Array, target: jax.Array,
   return apply_params(image, target, params, cfg)
 
 
+def augment_keyed(keys: jax.Array, images: jax.Array, targets: jax.Array,
+                  cfg: AugmentConfig) -> tuple[jax.Array, jax.Array]:
+  """Augments images (B, *S, C) and targets (B, *S, K); sample i draws keys[i].
+
+  Not jitted: for use inside a jitted function (the train step).
+  """
+  params = jax.vmap(functools.partial(
+      draw_params, spatial=images.shape[1:-1], channels=images.shape[-1],
+      cfg=cfg))(keys)
+  return apply_params_batch(images, targets, params, cfg)
+
+
 @functools.partial(jax.jit, static_argnames='cfg')
 def augment_batch(key: jax.Array, images: jax.Array, targets: jax.Array,
                   cfg: AugmentConfig) -> tuple[jax.Array, jax.Array]:
@@ -502,8 +524,61 @@ def augment_batch(key: jax.Array, images: jax.Array, targets: jax.Array,
   equals `augment_sample` of that key per sample. Jitted with `cfg` static:
   one compilation per (shapes, dtypes, cfg).
   """
-  keys = jax.random.split(key, images.shape[0])
-  params = jax.vmap(functools.partial(
-      draw_params, spatial=images.shape[1:-1], channels=images.shape[-1],
-      cfg=cfg))(keys)
-  return apply_params_batch(images, targets, params, cfg)
+  return augment_keyed(jax.random.split(key, images.shape[0]), images,
+                       targets, cfg)
+
+
+# ------------------------------------------------------------ in training --
+
+WHERE = ('host', 'device', 'auto')
+
+# fold_in data of the augmentation stream: a step number the dropout stream
+# (`fold_in(dropout_key, step)`) never reaches.
+AUGMENT_STREAM = 2 ** 32 - 1
+
+
+def placement(where: str, backend: str | None = None) -> str:
+  """'host' or 'device' for `config.augment.where`.
+
+  'auto' is 'device' on an accelerator (GPU/TPU) and 'host' on a CPU, where
+  the "device" is the cores that run the train step (README: Augmentation,
+  and where it runs). `backend` defaults to `jax.default_backend()`.
+  """
+  if where not in WHERE:
+    raise InputError('config.augment.where',
+                     f'{where!r} is not one of {", ".join(WHERE)}')
+  if where != 'auto':
+    return where
+  backend = jax.default_backend() if backend is None else backend
+  return 'host' if backend == 'cpu' else 'device'
+
+
+def from_config(section) -> tuple[AugmentConfig, str]:
+  """(AugmentConfig, where) of `config.augment`; `where` not yet resolved."""
+  values = dict(section)
+  where = values.pop('where', 'host')
+  return AugmentConfig(**values), where
+
+
+def sample_keys(root: jax.Array, step, batch_size: int) -> jax.Array:
+  """(B,) keys of one step's global batch: fold_in(fold_in(root, step), i).
+
+  Sample i of the global batch gets the same key for any device count,
+  process count or micro-batching (i is its row in the global batch).
+  """
+  step_key = jax.random.fold_in(root, step)
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+      step_key, jnp.arange(batch_size, dtype=jnp.uint32))
+
+
+def augment_train_batch(batch: dict, dropout_key: jax.Array, step,
+                        cfg: AugmentConfig) -> dict:
+  """The train step's device augmentation of a global batch {'image', 'target', ...}.
+
+  Keys: `sample_keys(fold_in(dropout_key, AUGMENT_STREAM), step, B)`, so a
+  resumed run (same step, same dropout key) draws the same augmentations.
+  """
+  root = jax.random.fold_in(dropout_key, AUGMENT_STREAM)
+  keys = sample_keys(root, step, batch['image'].shape[0])
+  image, target = augment_keyed(keys, batch['image'], batch['target'], cfg)
+  return dict(batch, image=image, target=target)

@@ -180,8 +180,16 @@ def train_loader(source: SliceSource, *, global_batch_size: int, seed: int,
                  foreground_fraction: float = 0.0,
                  label_mode: str = 'binary',
                  process_index: int | None = None,
-                 process_count: int | None = None) -> grain.IterDataset:
+                 process_count: int | None = None,
+                 read_ahead: int | None = None) -> grain.IterDataset:
   """An endless, shuffled (a new order each epoch), augmented batch stream.
+
+  `augment` None: no augmentation chain (with `config.augment.where`
+  'device' the train step augments); patches are still cut.
+  `read_ahead`: batches Grain's threads prepare ahead (its
+  `ReadOptions.prefetch_buffer_size`); None: Grain's default, 500. Bound it
+  for large 3D batches (`read_ahead_batches`): 500 batches of 2 x 128^3
+  patches are ~59 GB of host memory.
 
   With `patch_size` (3D records), each record is first cut to a random
   patch; `foreground_fraction` of the patches are centred on a tumour voxel
@@ -212,11 +220,26 @@ def train_loader(source: SliceSource, *, global_batch_size: int, seed: int,
   # Chunks of local_batch rows of the global stream; this process's are
   # every n-th, from the p-th.
   ds = ds.batch(local_batch, drop_remainder=True)[p::n]
-  stream = ds.to_iter_dataset()
+  stream = ds.to_iter_dataset(
+      None if read_ahead is None
+      else grain.ReadOptions(prefetch_buffer_size=int(read_ahead)))
   if worker_count:
     stream = stream.mp_prefetch(
         grain.MultiprocessingOptions(num_workers=worker_count))
   return stream
+
+
+# Grain's default read-ahead (ReadOptions.prefetch_buffer_size), in batches.
+GRAIN_READ_AHEAD = 500
+
+
+def read_ahead_batches(batch_bytes: int, budget_bytes: int = 2 ** 31) -> int:
+  """Read-ahead that keeps prefetched batches within `budget_bytes` (2 GiB).
+
+  At least 4 (so the threads overlap), at most Grain's default 500 (the 2D
+  configs keep it: a seed-002 batch is 5 MB).
+  """
+  return int(max(4, min(GRAIN_READ_AHEAD, budget_bytes // max(batch_bytes, 1))))
 
 
 def eval_batches(source: SliceSource, batch_size: int) -> Iterator[dict]:
