@@ -23,8 +23,23 @@ is timed:
                  on CPU); `utilisation` = flops_per_s / (that x devices)
   loader_batches_per_s  `pipeline.train_loader` alone, on the config's
                  prepared data (`dataset.prepare`: the synthetic set without
-                 data.root), against the step's 1 / step_s: `input_bound`
-                 when the loader is the slower
+                 data.root), with the host augmentation chain, against the
+                 step's 1 / step_s: `input_bound` when the loader is the
+                 slower; `loader_over_step` = loader rate / step rate
+
+Device augmentation (`config.augment.where='device'`: the chain jitted into
+the step, the loader only cuts patches) is timed too:
+
+  step_device_s  median step time with the chain in the step
+                 (compile_device_s, program_device_bytes alike);
+                 augment_device_s = step_device_s - step_s
+  loader_device_batches_per_s  the loader without the chain, against
+                 1 / step_device_s: `input_bound_device`,
+                 `loader_over_step_device`
+  augment_where  where `config.augment.where` puts the chain on this backend
+
+Also `model_flops` (XLA's count of the step as lowered, before backend
+rewrites) and `program_bytes` (XLA's memory analysis of the compiled step).
 
 Everything is written to `<workdir>/benchmark.json`.
 """
@@ -45,6 +60,7 @@ from jaxseg import optim
 from jaxseg import parallel
 from jaxseg import train
 from jaxseg.data import augment as augment_lib
+from jaxseg.data import augment_device
 from jaxseg.data import dataset
 from jaxseg.data import pipeline
 from jaxseg.data import preprocess
@@ -75,8 +91,12 @@ def random_batch(config, shape: tuple, mesh, seed: int = 0) -> dict:
 
 
 def _flops(compiled) -> float:
-  """The 'flops' of XLA's cost analysis of a compiled program (nan if none)."""
-  cost = compiled.cost_analysis()
+  """The 'flops' of XLA's cost analysis of a compiled (or lowered) program
+  (nan if none)."""
+  try:
+    cost = compiled.cost_analysis()
+  except (NotImplementedError, RuntimeError):
+    return float('nan')
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else None
   return float((cost or {}).get('flops', float('nan')))
@@ -92,8 +112,36 @@ def _median_time(fn, steps: int) -> tuple[float, list]:
   return statistics.median(times), times
 
 
-def time_train_step(config, mesh, *, steps: int, warmup: int) -> dict:
-  """Compile time, median step time, FLOPs and parameter count of the step."""
+def program_memory_bytes(compiled) -> int | None:
+  """XLA's memory analysis of a compiled program: its peak bytes on a device.
+
+  `peak_memory_in_bytes` where the backend fills it, else arguments +
+  outputs + temporaries - aliased (donated) bytes; None without an analysis.
+  """
+  try:
+    stats = compiled.memory_analysis()
+  except (NotImplementedError, AttributeError, RuntimeError):
+    return None
+  if stats is None:
+    return None
+  peak = int(getattr(stats, 'peak_memory_in_bytes', 0) or 0)
+  if peak > 0:
+    return peak
+  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+             + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+
+
+def time_train_step(config, mesh, *, steps: int, warmup: int,
+                    augment: augment_lib.AugmentConfig | None = None,
+                    compiler_options: dict | None = None) -> dict:
+  """Compile time, median step time, FLOPs and parameter count of the step.
+
+  With `augment` the step augments its batch on the device first (as
+  `config.augment.where='device'` trains). `step_flops` is XLA's count of
+  the compiled step, `model_flops` that of the step as lowered (before
+  backend rewrites such as cuDNN custom calls, whose FLOPs a backend's cost
+  analysis may not count); `program_bytes` is `program_memory_bytes`.
+  """
   model = train.build_model(config)
   shape = input_shape(config)
   batch = random_batch(config, shape, mesh, config.seed)
@@ -108,14 +156,16 @@ def time_train_step(config, mesh, *, steps: int, warmup: int) -> dict:
   step = jax.jit(functools.partial(
       train.train_step, loss_fn=losses.build(config.loss),
       activation=preprocess.activation(config.data.label_mode),
-      grad_accum_steps=train.check_grad_accum(config.train, mesh)),
-      donate_argnums=0)
+      grad_accum_steps=train.check_grad_accum(config.train, mesh),
+      augment=augment), donate_argnums=0)
   key = jax.random.key(config.seed)
   t0 = time.perf_counter()
-  compiled = step.lower(state, batch, key).compile()
+  lowered = step.lower(state, batch, key)
+  compiled = lowered.compile(compiler_options)
   compile_s = time.perf_counter() - t0
   # Per-device program: with n devices each runs 1/n of the batch.
   flops = _flops(compiled) * mesh.devices.size
+  model_flops = _flops(lowered)
 
   holder = [state]
 
@@ -129,7 +179,8 @@ def time_train_step(config, mesh, *, steps: int, warmup: int) -> dict:
   return dict(input_shape=list(shape),
               params=shapes.count(variables['params']),
               compile_s=compile_s, step_s=step_s, step_times_s=times,
-              step_flops=flops)
+              step_flops=flops, model_flops=model_flops,
+              program_bytes=program_memory_bytes(compiled))
 
 
 def peak_memory_bytes() -> int | None:
@@ -143,14 +194,19 @@ def peak_memory_bytes() -> int | None:
   return total
 
 
-def matmul_peak(n: int | None = None, repeats: int = 5) -> dict:
-  """FLOP/s of a float32 n x n matmul on one device: 2 n^3 / median time."""
+def matmul_peak(n: int | None = None, repeats: int = 5,
+                dtype=jnp.float32) -> dict:
+  """FLOP/s of an n x n matmul of `dtype` on one device: 2 n^3 / median time.
+
+  float32 by default (the CPU's and TF32-less GPU's rate); pass
+  jnp.bfloat16 for the tensor-core rate that MFU is usually quoted against.
+  """
   device = jax.local_devices()[0]
   if n is None:
     n = 1024 if device.platform == 'cpu' else 4096
   rng = np.random.default_rng(0)
-  a = jax.device_put(rng.normal(size=(n, n)).astype(np.float32), device)
-  b = jax.device_put(rng.normal(size=(n, n)).astype(np.float32), device)
+  a = jax.device_put(jnp.asarray(rng.normal(size=(n, n)), dtype), device)
+  b = jax.device_put(jnp.asarray(rng.normal(size=(n, n)), dtype), device)
   matmul = jax.jit(jnp.matmul).lower(a, b).compile()
   jax.block_until_ready(matmul(a, b))
   median, _ = _median_time(lambda: jax.block_until_ready(matmul(a, b)),
@@ -162,22 +218,33 @@ def matmul_peak(n: int | None = None, repeats: int = 5) -> dict:
 PREFETCH_RECORDS = 500
 
 
-def loader_rate(config, workdir: str, batches: int = 20) -> dict:
-  """Batches/s of the training loader alone on the config's prepared data."""
+def loader_rate(config, workdir: str, batches: int = 20,
+                host_augment: bool = True, skip: int | None = None) -> dict:
+  """Batches/s of the training loader alone on the config's prepared data.
+
+  `host_augment` False: the loader of `config.augment.where='device'`
+  (patches cut, no augmentation chain). `skip`: batches read before timing
+  (default: as many as Grain's threads may have read ahead for the first).
+  """
   dataset.check_config(config.data)
   dataset.prepare(config.data, workdir, config.seed)
   source = pipeline.SliceSource(os.path.join(workdir, 'data', 'train'))
+  augment, _ = augment_device.from_config(config.augment)
   loader = pipeline.train_loader(
       source, global_batch_size=config.train.batch_size, seed=config.seed,
-      augment=augment_lib.AugmentConfig(**config.augment),
+      augment=augment if host_augment else None,
       worker_count=config.data.worker_count,
       patch_size=config.data.patch_size,
       foreground_fraction=config.data.foreground_fraction,
-      label_mode=config.data.label_mode)
+      label_mode=config.data.label_mode,
+      read_ahead=train.loader_read_ahead(config, input_shape(config)[1:]))
   iterator = iter(loader)
   # Start-up and Grain's read-ahead (up to PREFETCH_RECORDS records fetched
   # by threads while the first batch is assembled) are not the rate.
-  for _ in range(1 + -(-PREFETCH_RECORDS // config.train.batch_size)):
+  if skip is None:
+    skip = 1 + min(-(-PREFETCH_RECORDS // config.train.batch_size),
+                   train.loader_read_ahead(config, input_shape(config)[1:]))
+  for _ in range(skip):
     next(iterator)
   t0 = time.perf_counter()
   for _ in range(batches):
@@ -188,9 +255,13 @@ def loader_rate(config, workdir: str, batches: int = 20) -> dict:
 
 
 def run_benchmark(config, workdir: str, steps: int = 10, warmup: int = 2,
-                  loader_batches: int = 20, matmul_n: int | None = None) -> dict:
+                  loader_batches: int = 20, matmul_n: int | None = None,
+                  device_augment: bool = True) -> dict:
   """Times `config`'s training step, loader and this machine's matmul peak.
 
+  Both augmentation placements: the step alone against the loader with the
+  host chain, and the step with the device chain against the loader that
+  only cuts patches (`device_augment` False: the host placement only).
   Returns the dictionary described in the module docstring and writes it to
   `<workdir>/benchmark.json` (process 0).
   """
@@ -206,9 +277,21 @@ def run_benchmark(config, workdir: str, steps: int = 10, warmup: int = 2,
                 device_kind=jax.local_devices()[0].device_kind,
                 host=platform.node(), jax=jax.__version__,
                 steps=steps, warmup=warmup)
+  augment, where = augment_device.from_config(config.augment)
+  result['augment_where'] = augment_device.placement(where)
   result.update(time_train_step(config, mesh, steps=steps, warmup=warmup))
   # Read before the matmul, so the peak is the step's.
   result['peak_memory_bytes'] = peak_memory_bytes()
+  if device_augment:
+    timed = time_train_step(config, mesh, steps=steps, warmup=warmup,
+                            augment=augment)
+    result.update(compile_device_s=timed['compile_s'],
+                  step_device_s=timed['step_s'],
+                  step_device_times_s=timed['step_times_s'],
+                  program_device_bytes=timed['program_bytes'],
+                  peak_memory_device_bytes=peak_memory_bytes())
+    # What the chain adds to the step (noise can make it negative).
+    result['augment_device_s'] = result['step_device_s'] - result['step_s']
   shape = result['input_shape']
   per_item = 1 if config.data.dims == 2 else int(np.prod(shape[1:-1]))
   result['items_per_s'] = shape[0] * per_item / result['step_s']
@@ -223,6 +306,18 @@ def run_benchmark(config, workdir: str, steps: int = 10, warmup: int = 2,
   result['step_batches_per_s'] = 1.0 / result['step_s']
   result['input_bound'] = (result['loader_batches_per_s']
                            < result['step_batches_per_s'])
+  result['loader_over_step'] = (result['loader_batches_per_s']
+                                / result['step_batches_per_s'])
+  if device_augment:
+    patches = loader_rate(config, workdir, loader_batches, host_augment=False)
+    result['loader_device_batches_per_s'] = patches['loader_batches_per_s']
+    result['loader_device_s'] = patches['loader_s']
+    result['step_device_batches_per_s'] = 1.0 / result['step_device_s']
+    result['input_bound_device'] = (result['loader_device_batches_per_s']
+                                    < result['step_device_batches_per_s'])
+    result['loader_over_step_device'] = (
+        result['loader_device_batches_per_s']
+        / result['step_device_batches_per_s'])
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'benchmark.json'), 'w') as f:
       json.dump(result, f, indent=1)
@@ -255,11 +350,30 @@ def format_table(result: dict) -> str:
       (f"peak (f32 matmul {result['peak_matmul_n']}^2)",
        _si(result['peak_flops_per_s'], 'FLOP/s')),
       ('utilisation', f"{100 * result['utilisation']:.1f} %"),
-      ('loader', f"{result['loader_batches_per_s']:.3g} batches/s"),
-      ('step consumes', f"{result['step_batches_per_s']:.3g} batches/s"),
+      ('augmentation (config.augment.where)', result['augment_where']),
+      ('host augmentation: loader', f"{result['loader_batches_per_s']:.3g} "
+       'batches/s (chain in the loader)'),
+      ('host augmentation: step consumes',
+       f"{result['step_batches_per_s']:.3g} batches/s "
+       f"(loader / step {result['loader_over_step']:.3g}x)"),
       ('input-bound', 'yes: the loader is slower than the step'
        if result['input_bound'] else 'no'),
   ]
+  if 'step_device_s' in result:
+    rows += [
+        ('device augmentation: step', f"{result['step_device_s'] * 1e3:.1f} "
+         f"ms (the chain adds {result['augment_device_s'] * 1e3:.1f} ms; "
+         f"compile {result['compile_device_s']:.2f} s)"),
+        ('device augmentation: loader',
+         f"{result['loader_device_batches_per_s']:.3g} batches/s (patches "
+         'only)'),
+        ('device augmentation: step consumes',
+         f"{result['step_device_batches_per_s']:.3g} batches/s (loader / "
+         f"step {result['loader_over_step_device']:.3g}x)"),
+        ('input-bound (device augmentation)',
+         'yes: the loader is slower than the step'
+         if result['input_bound_device'] else 'no'),
+    ]
   lines = ['| quantity | value |', '|---|---|']
   lines += [f'| {k} | {v} |' for k, v in rows]
   return '\n'.join(lines)

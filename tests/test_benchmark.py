@@ -16,7 +16,11 @@ from jaxseg.models import shapes
 KEYS = ('input_shape', 'params', 'compile_s', 'step_s', 'step_flops',
         'items_per_s', 'peak_memory_bytes', 'flops_per_s', 'peak_flops_per_s',
         'utilisation', 'loader_batches_per_s', 'step_batches_per_s',
-        'input_bound')
+        'input_bound', 'augment_where', 'loader_over_step', 'model_flops',
+        'program_bytes', 'step_device_s', 'compile_device_s',
+        'augment_device_s', 'loader_device_batches_per_s',
+        'step_device_batches_per_s', 'input_bound_device',
+        'loader_over_step_device')
 
 
 @pytest.fixture(scope='module')
@@ -57,6 +61,29 @@ def test_loader_check_has_both_rates(run):
   assert r['step_batches_per_s'] == pytest.approx(1 / r['step_s'])
   assert r['input_bound'] == (r['loader_batches_per_s']
                               < r['step_batches_per_s'])
+
+
+def test_both_augmentation_placements_are_timed(run):
+  """Host: the loader augments; device: the step does, the loader cuts only."""
+  _, _, r = run
+  assert r['augment_where'] == ('host' if jax.default_backend() == 'cpu'
+                                else 'device')
+  assert r['step_device_s'] > 0 and len(r['step_device_times_s']) == 3
+  assert r['augment_device_s'] == pytest.approx(r['step_device_s']
+                                                - r['step_s'])
+  assert r['step_device_batches_per_s'] == pytest.approx(1 / r['step_device_s'])
+  assert r['loader_over_step'] == pytest.approx(
+      r['loader_batches_per_s'] / r['step_batches_per_s'])
+  assert r['loader_over_step_device'] == pytest.approx(
+      r['loader_device_batches_per_s'] / r['step_device_batches_per_s'])
+  assert r['input_bound_device'] == (r['loader_over_step_device'] < 1)
+  assert r['loader_device_batches_per_s'] > 0
+  table = benchmark.format_table(r)
+  assert 'device augmentation: step' in table
+  assert 'input-bound (device augmentation)' in table
+  # The lowered step's FLOPs: the same model, before backend rewrites.
+  assert 0.5 < r['model_flops'] / r['step_flops'] < 2
+  assert r['program_bytes'] > 0
 
 
 def test_memory_na_on_cpu(run):
