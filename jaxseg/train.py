@@ -42,6 +42,7 @@ from jaxseg import models
 from jaxseg import optim
 from jaxseg import parallel
 from jaxseg import plots
+from jaxseg import predict
 from jaxseg import writers
 from jaxseg.data import augment as augment_lib
 from jaxseg.data import augment_device
@@ -578,9 +579,9 @@ def load_best_state(config: ml_collections.ConfigDict, workdir: str, mesh):
     raise InputError(workdir, 'has no best checkpoint (checkpoints_best/): train first')
   model = build_model(config)
   tx = optim.build(config.optimizer)
-  source = pipeline.SliceSource(os.path.join(workdir, 'data', 'train'))
-  # Shapes only: the checkpoint supplies every value (no init to compile).
-  state = abstract_train_state(model, tx, train_input_shape(config, source))
+  # Shapes only: the checkpoint supplies every value (no init to compile,
+  # no training data needed).
+  state = abstract_train_state(model, tx, predict.model_input_shape(config))
   _, best = _checkpoint_managers(workdir)
   where = os.path.join(workdir, 'checkpoints_best')
   try:
