@@ -41,13 +41,17 @@ import os
 
 from absl import logging
 import jax
+import nibabel as nib
 import numpy as np
 
+from jaxseg import lesionwise
 from jaxseg import metrics
 from jaxseg import parallel
 from jaxseg import plots
+from jaxseg import postprocess
 from jaxseg import predict
 from jaxseg import uncertainty
+from jaxseg.data import checks
 from jaxseg.data import dataset
 from jaxseg.data import pipeline
 from jaxseg.data import preprocess
@@ -81,12 +85,37 @@ def region_masks(label: np.ndarray, et_label, regions) -> dict:
           if name in regions}
 
 
+# BraTS 2023 lesion-wise columns (jaxseg/lesionwise.py) -> its score names.
+LESION_SCORES = {'lesion_dice': 'lesion_dice', 'lesion_hd95': 'lesion_hd95',
+                 'lesion_hd95_voxel': 'lesion_hd95_voxel',
+                 'hd95_surfel': 'legacy_hd95', 'lesion_fp': 'fp',
+                 'lesion_fn': 'fn'}
+
+
+def lesion_columns(pred: dict, true: dict, spacing=None) -> dict:
+  """BraTS 2023 lesion-wise columns of one case's region masks.
+
+  lesion_dice_R and lesion_hd95_R are the challenge's ranking scores
+  (official definition, HD95 by surfel area as its code computes it),
+  lesion_hd95_voxel_R the same lesion-wise average with jaxseg's voxel HD95,
+  hd95_surfel_R the official whole-region HD95, lesion_fp_R / lesion_fn_R
+  the false-positive components and missed lesions.
+  """
+  row = {}
+  for name in true:
+    scores = lesionwise.region_scores(pred[name], true[name], spacing=spacing)
+    row.update({f'{column}_{name}': float(scores[key])
+                for column, key in LESION_SCORES.items()})
+  return row
+
+
 def score_case(pred_label, true_label, et_label, label_mode,
-               spacing=None) -> dict:
+               spacing=None, lesion_wise: bool = True) -> dict:
   """Per-region scores of one case: {'dice_WT': ..., 'hd95_WT': ..., ...}.
 
   Columns: for each region (WT; or WT, TC, ET), SCORES then SURFACE_SCORES
-  (mm at `spacing`, mm per axis; None: 1 mm).
+  (mm at `spacing`, mm per axis; None: 1 mm), then with `lesion_wise` the
+  BraTS 2023 lesion-wise columns (`lesion_columns`; 3D volumes only).
   """
   regions = ('WT',) if label_mode == 'binary' else preprocess.REGION_NAMES
   pred = region_masks(pred_label, et_label, regions)
@@ -97,6 +126,8 @@ def score_case(pred_label, true_label, et_label, label_mode,
                                    spacing=spacing)
     row.update({f'{s}_{name}': float(scores[s])
                 for s in SCORES + SURFACE_SCORES})
+  if lesion_wise and np.ndim(true_label) == 3:
+    row.update(lesion_columns(pred, true, spacing))
   return row
 
 
@@ -196,8 +227,9 @@ def uncertainty_scores(probs, pred_label, true_label, et_label, label_mode,
   return row
 
 
-def evaluate_split(models: list, cases, mesh,
-                   png_dir: str | None = None) -> SplitResult:
+def evaluate_split(models: list, cases, mesh, png_dir: str | None = None,
+                   pred_dir: str | None = None,
+                   settings: dict | None = None) -> SplitResult:
   """Per-case scores and the pooled confusion matrix of labelled `cases`.
 
   Args:
@@ -207,11 +239,16 @@ def evaluate_split(models: list, cases, mesh,
     cases: labelled cases.
     mesh: the device mesh.
     png_dir: where `<case>.png` overlays go, or None.
+    pred_dir: where `<case>_seg.nii.gz` of the predictions before
+      post-processing go (to choose its thresholds), or None.
+    settings: the post-processing of the scored predictions; None: the
+      first model's (`model_folder.Model.postprocess`).
 
   With `inference.mc_samples > 0` the rows also hold the uncertainty scores
   (`uncertainty_scores`).
   """
   config = models[0].config
+  settings = models[0].postprocess if settings is None else settings
   label_mode = config.data.label_mode
   labels = confusion_classes(cases, label_mode)
   confusion = np.zeros((len(labels), len(labels)), np.int64)
@@ -221,8 +258,13 @@ def evaluate_split(models: list, cases, mesh,
   for i, case in enumerate(cases):
     volume = sources.load_case(case, config.data.modalities)
     output = predict_volume(volume)
-    pred = predict.hard_label(output.probs, label_mode, case.et_label,
-                              config.inference.threshold)
+    raw = predict.hard_label(output.probs, label_mode, case.et_label,
+                             config.inference.threshold)
+    if pred_dir and jax.process_index() == 0:
+      os.makedirs(pred_dir, exist_ok=True)
+      predict.write_nifti(case.to_disk(raw.astype(np.uint8)), volume,
+                          os.path.join(pred_dir, f'{case.case_id}_seg.nii.gz'))
+    pred = postprocess.for_prediction(raw, settings, case.et_label, label_mode)
     spacing = voxel_spacing(volume, case.label or case.case_id)
     row = dict(case=case.case_id)
     row.update(score_case(pred, volume.label, case.et_label, label_mode,
@@ -281,8 +323,72 @@ def write_split(eval_dir: str, split: str, result: SplitResult,
   return marks
 
 
+def read_predictions(cases, pred_dir: str, modalities) -> list[tuple]:
+  """(volume, prediction) of each case: its label and the `pred_dir` file.
+
+  The prediction comes back in the label's convention (`checks.check_label`
+  maps the written file values as the case's reader does).
+  """
+  out = []
+  for case in cases:
+    volume = sources.load_case(case, modalities)
+    path = os.path.join(pred_dir, f'{case.case_id}_seg.nii.gz')
+    pred = checks.check_label(np.asarray(nib.load(path).dataobj), case, path)
+    out.append((volume, pred.reshape(volume.label.shape)))
+  return out
+
+
+def rescore(cases, pred_dir: str, config, settings: dict) -> SplitResult:
+  """The scores of `pred_dir`'s predictions post-processed with `settings`."""
+  label_mode = config.data.label_mode
+  labels = confusion_classes(cases, label_mode)
+  confusion = np.zeros((len(labels), len(labels)), np.int64)
+  rows = []
+  for case, (volume, raw) in zip(cases, read_predictions(
+      cases, pred_dir, config.data.modalities)):
+    pred = postprocess.for_prediction(raw, settings, case.et_label, label_mode)
+    row = dict(case=case.case_id)
+    row.update(score_case(pred, volume.label, case.et_label, label_mode,
+                          voxel_spacing(volume, case.label)))
+    rows.append(row)
+    confusion += metrics.confusion_matrix(
+        pred, confusion_truth(volume.label, labels), labels)
+  return SplitResult(rows=rows, labels=labels, confusion=confusion)
+
+
+def choose_postprocessing(cases, pred_dir: str, config) -> tuple[dict, dict]:
+  """Post-processing thresholds chosen on labelled cases' raw predictions.
+
+  `postprocess.choose_thresholds` over `config.postprocess.candidates` by
+  mean lesion-wise Dice. In the binary label mode only the WT threshold is
+  searched. Returns (settings, table).
+  """
+  et_labels = {c.et_label for c in cases}
+  if len(et_labels) > 1:
+    raise InputError(pred_dir, f'the cases mix enhancing-tumour labels '
+                     f'{sorted(map(str, et_labels))}: choose post-processing on '
+                     'cases of one convention')
+  et_label = et_labels.pop()
+  candidates = config.postprocess.candidates.to_dict()
+  if config.data.label_mode == 'binary' or et_label is None:
+    candidates, et_label = {'WT': candidates['WT']}, 4
+  pairs = [(pred, volume.label) for volume, pred in read_predictions(
+      cases, pred_dir, config.data.modalities)]
+  spacing = voxel_spacing(sources.load_case(cases[0], config.data.modalities),
+                          cases[0].label)
+  return postprocess.choose_thresholds(pairs, candidates, et_label=et_label,
+                                       spacing=spacing)
+
+
 def evaluate_workdir(config, workdir: str, state, mesh, eval_fn) -> dict:
-  """Per-slice and per-volume results on the val and test splits of a workdir."""
+  """Per-slice and per-volume results on the val and test splits of a workdir.
+
+  The validation predictions (before post-processing) are kept in
+  `eval/val_pred/`. With `postprocess.choose_on_validation` the thresholds
+  are chosen on them (`<workdir>/postprocess.json`), the validation cases
+  are scored with them (the raw scores stay in results as 'val_raw') and
+  the test cases and later predictions use them.
+  """
   data_dir = os.path.join(workdir, 'data')
   # The run's split, checked against the data the config points at now.
   info = dataset.prepare(config.data, workdir, config.seed)
@@ -290,19 +396,33 @@ def evaluate_workdir(config, workdir: str, state, mesh, eval_fn) -> dict:
       info['root'], config.data.get('formats'))}
   predict.check_mc_model(state, config)
   model = predict.workdir_model(config, workdir, state)
+  choose = bool(config.postprocess.choose_on_validation)
+  eval_dir = os.path.join(workdir, 'eval')
   results = {}
   for split in ('val', 'test'):
     ids = info['split'].get(split) or []
     if not ids:
       continue
+    split_cases = [cases[i] for i in ids]
     source = pipeline.SliceSource(os.path.join(data_dir, split))
     per_slice = slice_metrics(eval_fn, state, source,
                               config.train.eval_batch_size, mesh)
-    result = evaluate_split([model], [cases[i] for i in ids], mesh,
-                            png_dir=os.path.join(workdir, 'eval', f'{split}_cases'))
+    pred_dir = os.path.join(eval_dir, f'{split}_pred') if split == 'val' else None
+    result = evaluate_split([model], split_cases, mesh,
+                            png_dir=os.path.join(eval_dir, f'{split}_cases'),
+                            pred_dir=pred_dir)
+    if split == 'val' and choose:
+      results['val_raw'] = dict(per_volume=summarize_rows(result.rows))
+      model.postprocess, table = choose_postprocessing(split_cases, pred_dir,
+                                                       config)
+      if jax.process_index() == 0:
+        postprocess.write_chosen(workdir, model.postprocess, table, len(ids))
+      logging.info('post-processing chosen on %d validation cases: %s',
+                   len(ids), model.postprocess)
+      result = rescore(split_cases, pred_dir, config, model.postprocess)
     summary = summarize_rows(result.rows)
     if jax.process_index() == 0:
-      write_split(os.path.join(workdir, 'eval'), split, result, summary)
+      write_split(eval_dir, split, result, summary)
     results[split] = dict(
         per_slice=per_slice, per_volume=summary, cases=len(result.rows),
         confusion=dict(labels=[int(v) for v in result.labels],

@@ -37,6 +37,7 @@ import orbax.checkpoint as ocp
 
 from jaxseg import config_base
 from jaxseg import parallel
+from jaxseg import postprocess as postprocess_lib
 from jaxseg.data import preprocess
 from jaxseg.errors import InputError
 
@@ -66,6 +67,9 @@ class Model:
       or None (each case is z-scored over its own brain).
     source: the folder it was loaded from, named in errors.
     manifest: the contents of model.json (for a workdir: built from it).
+    postprocess: the post-processing settings for its predictions
+      (`postprocess.settings_of`): chosen on validation cases when the run
+      did so, else the config's.
   """
   config: ml_collections.ConfigDict
   state: InferenceState
@@ -73,6 +77,11 @@ class Model:
   std: np.ndarray | None
   source: str
   manifest: dict
+  postprocess: dict | None = None
+
+  def __post_init__(self):
+    if self.postprocess is None:
+      self.postprocess = postprocess_lib.settings_of(self.config.postprocess)
 
 
 def output_channels(label_mode: str) -> list[str]:
@@ -84,8 +93,8 @@ def output_channels(label_mode: str) -> list[str]:
   return ['background', 'NCR', 'ED', 'ET']
 
 
-def manifest(config, split_info: dict) -> dict:
-  """model.json for a run's config and its data/split.json."""
+def manifest(config, split_info: dict, postprocess: dict | None = None) -> dict:
+  """model.json for a run's config, its data/split.json and post-processing."""
   from jaxseg import predict  # pylint: disable=g-import-not-at-top
   data = config.data
   norm = split_info.get('normalization', {})
@@ -110,6 +119,7 @@ def manifest(config, split_info: dict) -> dict:
                      'BraTS 2023 0/1/2/3, or 0/1 masks)'),
       trained_on=dict(cases=len(split_info.get('split', {}).get('train', [])),
                       seed=settings.get('seed')),
+      postprocess=postprocess,
   )
 
 
@@ -143,8 +153,10 @@ def export(config, workdir: str, output_dir: str | None = None) -> str:
     checkpointer.wait_until_finished()
     with open(os.path.join(tmp, CONFIG), 'w') as f:
       f.write(config.to_json_best_effort(indent=1))
+    settings = (postprocess_lib.chosen(workdir) or
+                postprocess_lib.settings_of(config.postprocess))
     with open(os.path.join(tmp, MANIFEST), 'w') as f:
-      json.dump(manifest(config, info), f, indent=1)
+      json.dump(manifest(config, info, settings), f, indent=1)
     if os.path.isdir(output_dir):
       shutil.rmtree(output_dir)
     os.rename(tmp, output_dir)
@@ -196,7 +208,7 @@ def load(path: str, mesh=None) -> Model:
       raise InputError(os.path.join(path, CONFIG), 'missing: the run wrote '
                        'no config; train it first')
     config = config_base.config_from_json(os.path.join(path, CONFIG))
-    info = manifest(config, _split_info(path))
+    info = manifest(config, _split_info(path), postprocess_lib.chosen(path))
   else:
     info = _check_folder(path)
     config = config_base.config_from_json(os.path.join(path, CONFIG))
@@ -210,7 +222,7 @@ def load(path: str, mesh=None) -> Model:
     state = _restore(config, info, os.path.join(path, WEIGHTS), mesh)
   mean, std = _statistics(info)
   return Model(config=config, state=state, mean=mean, std=std, source=path,
-               manifest=info)
+               manifest=info, postprocess=info.get('postprocess'))
 
 
 def _restore(config, info: dict, where: str, mesh) -> InferenceState:

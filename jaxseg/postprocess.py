@@ -28,6 +28,8 @@ count every false-positive component, however small, as a lesion with Dice
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -182,6 +184,61 @@ def apply(label, postprocess_config, et_label: int) -> np.ndarray:
   return postprocess(label, et_label=et_label,
                      min_component_voxels=settings['min_component_voxels'],
                      et_to_ncr_below=settings['et_to_ncr_below'])
+
+
+# Settings chosen on validation cases, in a run's (or cross-validation's) folder.
+CHOSEN_FILE = 'postprocess.json'
+
+
+def chosen(folder: str) -> dict[str, Any] | None:
+  """The settings chosen on validation cases for `folder` (CHOSEN_FILE), or None."""
+  path = os.path.join(folder, CHOSEN_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)['settings']
+
+
+def write_chosen(folder: str, settings: Mapping[str, Any], table, cases: int) -> str:
+  """Writes CHOSEN_FILE: the settings, the score table and the case count."""
+  path = os.path.join(folder, CHOSEN_FILE)
+  content = dict(settings=settings, cases=cases,
+                 mean_lesion_dice={k: {str(t): v for t, v in scores.items()}
+                                   for k, scores in table.items()})
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(content, f, indent=1)
+  os.replace(tmp, path)
+  return path
+
+
+def settings_of(postprocess_config) -> dict[str, Any]:
+  """{'min_component_voxels', 'et_to_ncr_below'} of `config.postprocess`, checked."""
+  checked = check_config(postprocess_config)
+  return dict(min_component_voxels=checked['min_component_voxels'],
+              et_to_ncr_below=checked['et_to_ncr_below'])
+
+
+def is_off(settings: Mapping[str, Any]) -> bool:
+  """True when the settings change no label map."""
+  return (not any(settings['min_component_voxels'].values()) and
+          not settings['et_to_ncr_below'])
+
+
+def for_prediction(label, settings: Mapping[str, Any], et_label,
+                   label_mode: str) -> np.ndarray:
+  """A predicted label map (its case's own convention) post-processed.
+
+  `settings` as `settings_of` or `choose_thresholds` give them. In the
+  binary label mode, or for a binary-mask dataset (et_label None), the
+  label is one whole-tumour mask: only the WT threshold applies.
+  """
+  if is_off(settings):
+    return label
+  if label_mode == 'binary' or et_label is None:
+    wt = int(settings['min_component_voxels'].get('WT', 0))
+    return remove_small_components(label, {'WT': wt}, et_label=4) if wt else label
+  return postprocess(label, et_label=et_label, **settings)
 
 
 # ------------------------------------------------- choosing the thresholds

@@ -57,6 +57,7 @@ from jaxseg import inference
 from jaxseg import model_folder
 from jaxseg import parallel
 from jaxseg import plots
+from jaxseg import postprocess
 from jaxseg import uncertainty
 from jaxseg.data import preprocess
 from jaxseg.data import sources
@@ -438,7 +439,8 @@ def workdir_model(config, workdir: str, state) -> model_folder.Model:
   """A run's best state with its config and normalisation, as a Model."""
   mean, std = run_normalization(workdir)
   return model_folder.Model(config=config, state=state, mean=mean, std=std,
-                            source=workdir, manifest={})
+                            source=workdir, manifest={},
+                            postprocess=postprocess.chosen(workdir))
 
 
 def predict_cases(models: list, mesh, cases, output_dir: str) -> list[str]:
@@ -456,6 +458,8 @@ def predict_cases(models: list, mesh, cases, output_dir: str) -> list[str]:
     output = predict_volume(volume)
     pred = hard_label(output.probs, config.data.label_mode, case.et_label,
                       config.inference.threshold)
+    pred = postprocess.for_prediction(pred, models[0].postprocess,
+                                      case.et_label, config.data.label_mode)
     if jax.process_index() == 0:
       written += write_case(volume, case, output, pred, output_dir,
                             config.data.label_mode)

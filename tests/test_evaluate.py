@@ -188,3 +188,31 @@ def test_row_normalize():
   from jaxseg import plots
   got = plots.row_normalize([[3, 1], [0, 0], [0, 5]])
   np.testing.assert_array_equal(got, [[0.75, 0.25], [0, 0], [0, 1]])
+
+
+# ------------------------------------------------- BraTS 2023 lesion-wise
+
+
+def test_lesion_wise_columns_equal_the_official_numbers(shared_data):
+  """TCGA-FG-6692, algorithm isen-20 vs the majority vote: one 46-voxel
+  oedema blob away from the tumour halves the lesion-wise WT Dice. The
+  numbers are those of the official BraTS 2023 code (tests/test_lesionwise.py)."""
+  import nibabel as nib
+  folder = shared_data / 'tcga_4mod' / 'TCGA-FG-6692'
+  true = np.asarray(nib.load(folder / 'TCGA-FG-6692_seg.nii.gz').dataobj).astype(np.uint8)
+  (algo,) = sorted((folder / 'algorithms').glob('*isen*'))
+  pred = np.asarray(nib.load(algo).dataobj).astype(np.uint8)
+  row = evaluate.score_case(pred, true, 4, 'regions', spacing=(1.0, 1.0, 1.0))
+  assert row['dice_WT'] == pytest.approx(0.91395, abs=5e-6)
+  assert row['lesion_dice_WT'] == pytest.approx(0.45729, abs=5e-6)
+  assert row['lesion_hd95_WT'] == pytest.approx(190.5, abs=1e-3)
+  assert row['lesion_fp_WT'] == 1 and row['lesion_fn_WT'] == 0
+  assert row['lesion_dice_TC'] == pytest.approx(0.96692, abs=5e-6)
+  assert row['lesion_dice_ET'] == pytest.approx(0.94593, abs=5e-6)
+  # With the false-positive blob removed (post-processing), WT recovers.
+  from jaxseg import postprocess
+  cleaned = postprocess.for_prediction(
+      pred, dict(min_component_voxels=dict(WT=50, TC=0, ET=0),
+                 et_to_ncr_below=0), 4, 'regions')
+  row = evaluate.score_case(cleaned, true, 4, 'regions')
+  assert row['lesion_fp_WT'] == 0 and row['lesion_dice_WT'] > 0.91

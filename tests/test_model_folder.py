@@ -152,3 +152,52 @@ def test_the_runs_config_json_drives_export(runs, tmp_path):
   assert (out / 'model.json').is_file()
   assert jax.tree.structure(model_folder.load(str(out)).state.params) == \
       jax.tree.structure(model_folder.load(runs[0][0][2]).state.params)
+
+
+# --------------------------------------- post-processing chosen on validation
+
+
+@pytest.fixture(scope='module')
+def chosen_run(tmp_path_factory, cache_dir):
+  """A tiny WT/TC/ET run that chooses its post-processing on validation."""
+  workdir = tmp_path_factory.mktemp('chosen') / 'run'
+  config = tiny(load_config())
+  config.data.label_mode = 'regions'
+  config.train.num_epochs = 1
+  config.postprocess.choose_on_validation = True
+  config.postprocess.candidates.WT = (5, 50, 5000)
+  results = main.run(config, str(workdir), 'train')
+  return config, workdir, results
+
+
+def test_thresholds_chosen_on_validation_are_used_and_shipped(chosen_run, tmp_path):
+  from jaxseg import evaluate
+  from jaxseg import postprocess
+  config, workdir, results = chosen_run
+  chosen = json.loads((workdir / 'postprocess.json').read_text())
+  settings = chosen['settings']
+  assert set(settings) == {'min_component_voxels', 'et_to_ncr_below'}
+  table = chosen['mean_lesion_dice']['WT']
+  assert set(table) == {'0', '5', '50', '5000'}
+  best = max(table.values())
+  assert table[str(settings['min_component_voxels']['WT'])] == best
+  assert 'val_raw' in results and 'val' in results
+  # The validation rows are the raw predictions post-processed and rescored.
+  with open(workdir / 'data' / 'split.json') as f:
+    info = json.load(f)
+  cases = {c.case_id: c for c in sources.discover_cases(info['root'])}
+  val = [cases[i] for i in info['split']['val']]
+  again = evaluate.rescore(val, str(workdir / 'eval' / 'val_pred'), config, settings)
+  summary = evaluate.summarize_rows(again.rows)
+  assert summary['lesion_dice_WT'] == results['val']['per_volume']['lesion_dice_WT']
+  # The export carries them, and predict applies them to the raw prediction.
+  exported = main.run(config, str(workdir), 'export')
+  model = model_folder.load(exported)
+  assert model.postprocess == settings
+  case = val[0]
+  predict.run_models([exported], case.source, str(tmp_path / 'p'))
+  written = np.asarray(nib.load(tmp_path / 'p' / f'{case.case_id}_seg.nii.gz').dataobj)
+  raw = np.asarray(nib.load(workdir / 'eval' / 'val_pred' / f'{case.case_id}_seg.nii.gz').dataobj)
+  np.testing.assert_array_equal(
+      written, postprocess.for_prediction(raw.astype(np.uint8), settings,
+                                          case.et_label, 'regions'))
