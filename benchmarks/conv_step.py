@@ -8,16 +8,17 @@ configuration of issue 7), sigmoid cross-entropy, Adam; one jitted step
 (forward, backward, update), median of `--steps` after a compiling step.
 The process starts with XLA's defaults (JAXSEG_XLA_CPU=xla) and each variant
 sets its own `compiler_options` (jaxseg/xla_cpu.py):
-  * 'XLA defaults + flax layers': nn.max_pool / nn.ConvTranspose, YNNPACK on
-    for convolutions (jaxseg before issue 7);
+  * 'XLA defaults + flax layers': model.kernels='native' (nn.max_pool /
+    nn.ConvTranspose / flax's norms), YNNPACK on for convolutions (jaxseg
+    before issue 7);
   * 'YNN convs off + flax layers': flax's layers with jaxseg's default
     option (convolutions out of YNNPACK);
-  * 'XLA defaults + jaxseg layers': jaxseg.models.sampling's max-pool and
-    transposed convolution with XLA's defaults;
+  * 'XLA defaults + jaxseg layers': jaxseg's CPU substitutes (kernels='cpu')
+    with XLA's defaults;
   * 'jaxseg': the models and the option as a run gets them;
   * 'jaxseg + JAXSEG_XLA_CPU=fast': YNNPACK for dots only;
   * 'jaxseg + fast + fastconv': also the matmul weight gradient of
-    benchmarks/fastconv.py;
+    benchmarks/fastconv.py for the 2D convolutions;
   * PyTorch: the same network (buda's layout, GroupNorm of 8-channel
     groups), same loss and optimiser, NCHW, `torch.get_num_threads()`.
 Ratios are measured in the same run.
@@ -29,7 +30,6 @@ import os
 
 import sys
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,32 +46,21 @@ from jaxseg import xla_cpu  # noqa: E402
 from jaxseg.models import unet  # noqa: E402
 
 
-class _FastNN:
-  """flax.linen with Conv replaced by fastconv.Conv."""
-  Conv = fastconv.Conv
-
-  def __getattr__(self, name):
-    return getattr(nn, name)
-
-
 @contextlib.contextmanager
-def patched_unet(fast_convs: bool, flax_layers: bool):
-  """While active, jaxseg.models.unet builds its layers as asked."""
-  saved = unet.nn, unet.max_pool, unet.sampling.ConvTranspose
+def patched_unet(fast_convs: bool):
+  """While active, jaxseg.models.unet's convolutions are fastconv.Conv."""
+  saved = unet.Conv
   if fast_convs:
-    unet.nn = _FastNN()
-  if flax_layers:
-    unet.max_pool = lambda x, f: nn.max_pool(x, (f,) * (x.ndim - 2),
-                                             strides=(f,) * (x.ndim - 2))
-    unet.sampling.ConvTranspose = nn.ConvTranspose
+    unet.Conv = lambda *a, kernels='auto', **kw: fastconv.Conv(*a, **kw)
   try:
     yield
   finally:
-    unet.nn, unet.max_pool, unet.sampling.ConvTranspose = saved
+    unet.Conv = saved
 
 
 def jax_step(batch, size, _, channels, steps, fast, flax_layers, options):
-  model = models.build(dict(name='unet', norm='group', features=16, depth=4))
+  model = models.build(dict(name='unet', norm='group', features=16, depth=4,
+                            kernels='native' if flax_layers else 'cpu'))
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(batch, size, size, channels)), jnp.float32)
   y = jnp.asarray(rng.random((batch, size, size, 1)) < 0.2, jnp.float32)
@@ -85,7 +74,7 @@ def jax_step(batch, size, _, channels, steps, fast, flax_layers, options):
     updates, opt = tx.update(grads, opt, params)
     return optax.apply_updates(params, updates), opt, value
 
-  with patched_unet(fast, flax_layers):
+  with patched_unet(fast):
     params = model.init(jax.random.key(0), x[:1], train=False)['params']
     opt = tx.init(params)
     compiled = jax.jit(step).lower(params, opt, x, y).compile(

@@ -1,4 +1,4 @@
-"""`Conv`: flax's nn.Conv, with 3D stride-1 convolutions computed in 2D.
+"""`Conv`: flax's nn.Conv, with 3D stride-1 convolutions computed in 2D on the CPU.
 
 XLA's CPU backend (jax 0.10) runs 3D convolutions several times slower than
 2D ones of the same arithmetic: a 3x3x3, 16->16 convolution on 2x32^3 takes
@@ -15,6 +15,11 @@ Equal to lax.conv_general_dilated up to float summation order; gradients
 follow by autodiff (2D convolution gradients, slices, sums). Everything else
 (strides, dilation, groups, 1D/2D, other layouts) is lax.conv_general_dilated
 itself. `Conv` has nn.Conv's fields, parameter names and shapes.
+
+The 2D formulation is a CPU substitute (`kernels`): with kernels='auto' it
+is what a CPU lowering runs, while a GPU or TPU lowering keeps XLA's native
+3D convolution (cuDNN's, without the kd-times larger intermediate);
+'native' and 'cpu' force one of them everywhere.
 """
 
 import functools
@@ -23,6 +28,8 @@ from typing import Sequence, Union
 import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
+
+from jaxseg.models import kernels as kernels_lib
 
 _SPECS_3D = ('NDHWC', 'DHWIO', 'NDHWC')
 
@@ -45,8 +52,14 @@ def _pads(padding: Union[str, Sequence[tuple[int, int]]],
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None,
-                         feature_group_count=1, precision=None, **kwargs):
-  """lax.conv_general_dilated; 3D stride-1 channels-last as 2D convs."""
+                         feature_group_count=1, precision=None, *,
+                         kernels: str = 'auto', **kwargs):
+  """lax.conv_general_dilated; 3D stride-1 channels-last as 2D convs on CPU.
+
+  `kernels` ('auto', 'native', 'cpu'; see `kernels`) picks where the 2D
+  formulation runs; settings it does not cover are lax's convolution on
+  every platform.
+  """
   fallback = functools.partial(
       lax.conv_general_dilated, lhs, rhs, window_strides, padding,
       lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
@@ -64,7 +77,13 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   pads = _pads(padding, rhs.shape[:3])
   if pads is None or any(p < 0 for pair in pads for p in pair):
     return fallback()
-  return _conv3d_as_2d(lhs, rhs, pads, precision)
+  return kernels_lib.choose(
+      kernels, lambda x, w: _conv3d_as_2d(x, w, pads, precision),
+      lambda x, w: lax.conv_general_dilated(
+          x, w, window_strides, padding, lhs_dilation=lhs_dilation,
+          rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+          feature_group_count=feature_group_count, precision=precision),
+      lhs, rhs)
 
 
 def _conv3d_as_2d(x, kernel, pads, precision):
@@ -83,5 +102,13 @@ def _conv3d_as_2d(x, kernel, pads, precision):
   return sum(y[:, t:t + out_depth, :, :, t] for t in range(kd))
 
 
-# nn.Conv computing its convolution with the function above.
-Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
+# One function object per setting, so that equal settings give equal fields.
+_CONV_FNS = {k: functools.partial(conv_general_dilated, kernels=k)
+             for k in kernels_lib.KERNELS}
+
+
+def Conv(*args, kernels: str = 'auto', **kwargs) -> nn.Conv:  # pylint: disable=invalid-name
+  """nn.Conv (same fields, parameters, auto-name) computing its convolution
+  with `conv_general_dilated` under `kernels`."""
+  return nn.Conv(*args, conv_general_dilated=_CONV_FNS[
+      kernels_lib.check(kernels)], **kwargs)

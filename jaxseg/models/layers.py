@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg.models import kernels as kernels_lib
+
 NORMS = ('batch', 'instance', 'group', 'layer', 'none')
 ACTIVATIONS = {
     'relu': nn.relu,
@@ -54,12 +56,14 @@ def check_norm(kind: str, field: str = 'norm') -> None:
 
 def norm(kind: str, train: bool, *, name: Optional[str] = None,
          momentum: float = TORCH_BN_MOMENTUM, epsilon: float = TORCH_BN_EPSILON,
-         group_size: int = 8, dtype: Any = jnp.float32):
+         group_size: int = 8, dtype: Any = jnp.float32, kernels: str = 'auto'):
   """A channel normalisation layer: x (N, ..., C) -> same shape.
 
   'group' uses groups of `group_size` channels (fewer channels: one group);
   'instance' normalises each channel of each sample over its spatial axes.
+  `kernels` picks flax's layers or the CPU substitutes (jaxseg.models.kernels).
   """
+  kernels_lib.check(kernels)
   if kind == 'batch':
     return nn.BatchNorm(use_running_average=not train, momentum=momentum,
                         epsilon=epsilon, dtype=dtype, name=name)

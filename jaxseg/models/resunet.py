@@ -41,6 +41,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.models import kernels as kernels_lib
 from jaxseg.models import layers
 from jaxseg.models.convolution import Conv
 from jaxseg.models import sampling
@@ -56,11 +57,11 @@ _kernel_init = nn.initializers.glorot_uniform()  # Keras' default.
 
 
 def _norm(kind: str, train: bool, dtype: Any, name: Optional[str] = None,
-          momentum: float = BN_MOMENTUM):
+          momentum: float = BN_MOMENTUM, kernels: str = 'auto'):
   """Keras-style channel normalisation: x (N, ..., C) -> same shape."""
   return layers.norm(kind, train, name=name, momentum=momentum,
                      epsilon=LN_EPSILON if kind == 'layer' else BN_EPSILON,
-                     dtype=dtype)
+                     dtype=dtype, kernels=kernels)
 
 
 class ResidualUnit(nn.Module):
@@ -74,6 +75,7 @@ class ResidualUnit(nn.Module):
   norm: str = 'batch'
   dtype: Any = jnp.float32
   bn_momentum: float = BN_MOMENTUM
+  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -81,14 +83,17 @@ class ResidualUnit(nn.Module):
     nd = x.ndim - 2
     conv = lambda k, name: Conv(  # noqa: E731
         self.features, (k,) * nd, padding='SAME', use_bias=False,
-        kernel_init=_kernel_init, dtype=self.dtype, name=name)
+        kernel_init=_kernel_init, dtype=self.dtype, name=name,
+        kernels=self.kernels)
+    norm = lambda name: _norm(self.norm, train, self.dtype, name,  # noqa: E731
+                              self.bn_momentum, self.kernels)
     y = conv(3, 'conv1')(x)
-    y = nn.relu(_norm(self.norm, train, self.dtype, 'norm1', self.bn_momentum)(y))
+    y = nn.relu(norm('norm1')(y))
     y = conv(3, 'conv2')(y)
-    y = _norm(self.norm, train, self.dtype, 'norm2', self.bn_momentum)(y)
+    y = norm('norm2')(y)
     if self.project:
       x = conv(1, 'proj_conv')(x)
-      x = _norm(self.norm, train, self.dtype, 'proj_norm', self.bn_momentum)(x)
+      x = norm('proj_norm')(x)
     return nn.relu(y + x)
 
 
@@ -101,6 +106,7 @@ class ResidualStage(nn.Module):
   norm: str = 'batch'
   dtype: Any = jnp.float32
   bn_momentum: float = BN_MOMENTUM
+  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -108,7 +114,7 @@ class ResidualStage(nn.Module):
     for i in range(self.depth):
       x = ResidualUnit(self.features, project=i == 0, norm=self.norm,
                        dtype=self.dtype, bn_momentum=self.bn_momentum,
-                       name=f'unit_{i}')(x, train)
+                       kernels=self.kernels, name=f'unit_{i}')(x, train)
       if self.dropout_rate > 0.0:
         x = SpatialDropout(self.dropout_rate, self.spatial_dropout)(
             x, deterministic=not train)
@@ -140,6 +146,8 @@ class ResUNet(nn.Module):
     remat: recompute each stage's activations in the backward pass (less
       memory, ~1/3 more compute); every encoder, decoder and output
       residual stage is wrapped in `nn.remat`, parameter names unchanged.
+    kernels: 'auto' (CPU substitutes on a CPU lowering, XLA's native ops
+      elsewhere), 'native' or 'cpu'; see jaxseg.models.kernels.
   """
   num_classes: int = 1
   widths: Sequence[int] = (16, 32, 64, 128, 256)
@@ -154,8 +162,10 @@ class ResUNet(nn.Module):
   bn_momentum: float = BN_MOMENTUM
   dtype: Any = jnp.float32
   remat: bool = False
+  kernels: str = 'auto'
 
   def _check(self, x):
+    kernels_lib.check(self.kernels)
     levels = len(self.widths)
     if len(self.depths) != levels:
       raise ValueError(f'depths {tuple(self.depths)} needs one entry per '
@@ -187,14 +197,14 @@ class ResUNet(nn.Module):
     stage_cls = RematResidualStage if self.remat else ResidualStage
     stage = lambda f, d, rate, name: stage_cls(  # noqa: E731
         f, d, rate, self.spatial_dropout, self.norm, self.dtype,
-        self.bn_momentum, name=name)
+        self.bn_momentum, self.kernels, name=name)
     x = x.astype(self.dtype)
 
     # Encoder: table 1 of the study (outputs after pooling).
     skips = []
     for i, (width, depth) in enumerate(zip(self.widths, self.depths)):
       x = stage(width, depth, self.dropout_rate, f'encoder_{i}')(x, train)
-      x = sampling.max_pool(x, 2)
+      x = sampling.max_pool(x, 2, kernels=self.kernels)
       self.sow('intermediates', f'encoder_out_{i}', x)
       skips.append(x)
     x = skips.pop()
@@ -204,9 +214,11 @@ class ResUNet(nn.Module):
     for i, (width, depth) in enumerate(zip(dec_widths, dec_depths)):
       x = sampling.ConvTranspose(width, (3,) * nd, strides=(2,) * nd,
                                  padding='SAME', kernel_init=_kernel_init,
-                                 dtype=self.dtype, name=f'up_{i}')(x)
+                                 dtype=self.dtype, kernels=self.kernels,
+                                 name=f'up_{i}')(x)
       x = jnp.concatenate([nn.relu(x), skips.pop()], axis=-1)
-      x = _norm(self.merge_norm, train, self.dtype, f'merge_norm_{i}')(x)
+      x = _norm(self.merge_norm, train, self.dtype, f'merge_norm_{i}',
+                kernels=self.kernels)(x)
       self.sow('intermediates', f'decoder_merge_{i}', x)
       if self.dropout_rate > 0.0:
         x = SpatialDropout(self.dropout_rate, self.spatial_dropout)(
@@ -217,10 +229,11 @@ class ResUNet(nn.Module):
     shape = (x.shape[0], *(2 * s for s in x.shape[1:-1]), x.shape[-1])
     x = jax.image.resize(x, shape, method='linear')
     x = Conv(self.widths[0], (1,) * nd, kernel_init=_kernel_init,
-             dtype=self.dtype, name='out_conv')(x)
-    x = _norm(self.merge_norm, train, self.dtype, 'out_norm')(nn.relu(x))
+             dtype=self.dtype, name='out_conv', kernels=self.kernels)(x)
+    x = _norm(self.merge_norm, train, self.dtype, 'out_norm',
+              kernels=self.kernels)(nn.relu(x))
     self.sow('intermediates', 'output_block_input', x)
     x = stage(self.widths[0], self.output_depth, 0.0, 'output')(x, train)
     x = Conv(self.num_classes, (1,) * nd, kernel_init=_kernel_init,
-             dtype=self.dtype, name='head')(x)
+             dtype=self.dtype, name='head', kernels=self.kernels)(x)
     return x.astype(jnp.float32)

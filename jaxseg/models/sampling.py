@@ -1,5 +1,10 @@
 """Max-pooling and transposed convolution without XLA-CPU's slow paths.
 
+Both are CPU substitutes (`kernels`): with kernels='auto' a CPU lowering
+runs them and a GPU or TPU lowering runs XLA's native reduce-window pooling
+and transposed convolution (a convolution with lhs_dilation); 'native' and
+'cpu' force one of them everywhere.
+
 On XLA's CPU backend (jax 0.10) `nn.max_pool` lowers to reduce-window, whose
 gradient (select-and-scatter) runs 3-15x slower than PyTorch's, and
 `nn.ConvTranspose` lowers to a convolution with a dilated input, whose three
@@ -36,27 +41,41 @@ import numpy as np
 from jax import lax
 
 from jaxseg.models import convolution
+from jaxseg.models import kernels as kernels_lib
 
 Padding = Union[str, Sequence[tuple[int, int]]]
 
 
 def max_pool(x, window: Union[int, Sequence[int]],
              strides: Optional[Union[int, Sequence[int]]] = None,
-             padding: Padding = 'VALID'):
+             padding: Padding = 'VALID', *, kernels: str = 'auto'):
   """`nn.max_pool`. x (N, *S, C) -> (N, *S', C).
 
-  window == strides with 'VALID' padding (or 'SAME' where every size
-  divides): reshape + max, the trailing remainder cropped as 'VALID' does.
+  The CPU substitute (where `kernels` picks it): window == strides with
+  'VALID' padding (or 'SAME' where every size divides) as reshape + max,
+  the trailing remainder cropped as 'VALID' does. Other settings are
+  nn.max_pool on every platform.
   """
+  kernels_lib.check(kernels)
   nd = x.ndim - 2
   window = (window,) * nd if isinstance(window, int) else tuple(window)
   strides = window if strides is None else (
       (strides,) * nd if isinstance(strides, int) else tuple(strides))
   sizes = x.shape[1:-1]
   divides = all(n % w == 0 for n, w in zip(sizes, window))
+  native = lambda x: nn.max_pool(x, window, strides=strides,  # noqa: E731
+                                 padding=padding)
   if window != strides or not (padding == 'VALID' or
                                (padding == 'SAME' and divides)):
-    return nn.max_pool(x, window, strides=strides, padding=padding)
+    return native(x)
+  return kernels_lib.choose(kernels, functools.partial(_argmax_pool, window),
+                            native, x)
+
+
+def _argmax_pool(window: tuple, x):
+  """Non-overlapping max-pool of x (N, *S, C) as reshape + argmax."""
+  nd = x.ndim - 2
+  sizes = x.shape[1:-1]
   out = tuple(n // w for n, w in zip(sizes, window))
   x = x[(slice(None),) + tuple(slice(0, o * w) for o, w in zip(out, window))]
   n, c = x.shape[0], x.shape[-1]
@@ -144,6 +163,7 @@ class ConvTranspose(nn.Module):
   bias_init: Callable = nn.initializers.zeros_init()
   dtype: Any = None
   param_dtype: Any = jnp.float32
+  kernels: str = 'auto'
 
   def _plan(self, x):
     nd = len(self.kernel_size)
@@ -172,11 +192,16 @@ class ConvTranspose(nn.Module):
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
                                               dtype=self.dtype)
     strides = tuple(self.strides or (1,) * nd)
+    kernels_lib.check(self.kernels)
+    native = lambda x, k: lax.conv_transpose(  # noqa: E731
+        x, k, strides, self.padding)
     plan = self._plan(x)
     if plan is None:
-      y = lax.conv_transpose(x, kernel, strides, self.padding)
+      y = native(x, kernel)
     else:
-      y = self._sub_pixel(x, kernel, plan)
+      y = kernels_lib.choose(self.kernels,
+                             functools.partial(self._sub_pixel, plan=plan),
+                             native, x, kernel)
     if bias is not None:
       y = y + bias
     return y
@@ -196,7 +221,7 @@ class ConvTranspose(nn.Module):
       # 3D phases take convolution's 2D path too (stride 1, channels-last).
       outs.append(convolution.conv_general_dilated(
           x, sub, (1,) * nd, [pad for _, pad in phase],
-          dimension_numbers=specs))
+          dimension_numbers=specs, kernels='cpu'))
     strides = tuple(len(phases) for _, phases in plan)
     y = jnp.stack(outs).reshape(strides + outs[0].shape)
     # (s_1..s_d, N, n_1..n_d, F) -> (N, n_1, s_1, ..., n_d, s_d, F)
