@@ -37,6 +37,9 @@ from jax import lax
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from jaxseg import xla_cpu  # noqa: E402
+xla_cpu.configure()  # jaxseg's XLA:CPU mode, before JAX starts its backend
+
 import fastconv  # noqa: E402  (benchmarks/fastconv.py)
 from timing import median_time  # noqa: E402  (benchmarks/timing.py)
 

@@ -24,6 +24,9 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from jaxseg import xla_cpu  # noqa: E402
+xla_cpu.configure()  # jaxseg's XLA:CPU mode, before JAX starts its backend
+
 from jaxseg.models import convolution  # noqa: E402
 from jaxseg.models import sampling  # noqa: E402
 from timing import median_time  # noqa: E402  (benchmarks/timing.py)

@@ -27,6 +27,9 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from jaxseg import xla_cpu  # noqa: E402
+xla_cpu.configure()  # jaxseg's XLA:CPU mode, before JAX starts its backend
+
 from jaxseg import config_base  # noqa: E402
 from jaxseg import losses  # noqa: E402
 from jaxseg import optim  # noqa: E402

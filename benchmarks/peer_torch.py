@@ -43,6 +43,9 @@ import optax
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from jaxseg import xla_cpu  # noqa: E402
+xla_cpu.configure()  # jaxseg's XLA:CPU mode, before JAX starts its backend
+
 from jaxseg import config_base  # noqa: E402
 from timing import median_time  # noqa: E402  (benchmarks/timing.py)
 from jaxseg import losses  # noqa: E402

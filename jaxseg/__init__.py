@@ -1,5 +1,5 @@
-"""jaxseg: brain-tumour MRI segmentation in JAX/Flax."""
+"""jaxseg: brain-tumour MRI segmentation in JAX/Flax.
 
-from jaxseg import xla_cpu as _xla_cpu
-
-_xla_cpu.set_defaults()
+Importing jaxseg sets no environment variable and no XLA option: entry
+points call `jaxseg.xla_cpu.configure()` before JAX's backend starts.
+"""

@@ -9,6 +9,7 @@ from absl import flags
 from absl import logging
 import jax
 
+from jaxseg import xla_cpu
 from jaxseg.config_flags import UnknownField
 from jaxseg.errors import InputError
 
@@ -62,11 +63,14 @@ class _OwnInfoOnly(std_logging.Filter):
 
 
 def setup() -> None:
-  """jaxseg's INFO lines only, and compiled programs cached on disk.
+  """jaxseg's XLA:CPU options, INFO lines only, compiled programs cached on disk.
 
-  The cache (`$JAXSEG_CACHE/xla`, default ~/.cache/jaxseg/xla) lets a rerun
-  or resume skip compilation.
+  The XLA:CPU options (jaxseg.xla_cpu.configure) must be set before JAX's
+  backend starts, so setup() comes first in a main. The cache
+  (`$JAXSEG_CACHE/xla`, default ~/.cache/jaxseg/xla) lets a rerun or resume
+  skip compilation.
   """
+  xla_cpu.configure()
   logging.get_absl_handler().addFilter(_OwnInfoOnly())
   cache = os.environ.get('JAXSEG_CACHE', os.path.expanduser('~/.cache/jaxseg'))
   jax.config.update('jax_compilation_cache_dir', os.path.join(cache, 'xla'))

@@ -16,16 +16,22 @@ convolutions out of YNNPACK and keeps the rest; JAXSEG_XLA_CPU picks:
             1- and N-device runs drift apart faster.
   xla       XLA's own defaults (convolutions in YNNPACK too).
 
-`set_defaults()` adds the option unless XLA_FLAGS already names it, JAX's
-backend has started (it has read XLA_FLAGS then), or the installed jaxlib is
-not one it was measured on. It only touches the CPU backend; GPU and TPU
-compilations ignore it.
+`configure()` is the one function that applies these settings. Importing
+jaxseg changes no environment variable; the entry points call configure()
+before JAX's backend starts (jaxseg.main and jaxseg.sweep through
+cli.setup(), the benchmarks, tests/conftest.py). It adds the option to
+XLA_FLAGS unless XLA_FLAGS already names it, JAX's backend has started (it
+has read XLA_FLAGS then: a warning says the call came too late), or the
+installed jaxlib is not one it was measured on. The option is an XLA:CPU
+one: GPU and TPU compilations do not read it, so non-CPU platforms are left
+as they are.
 """
 
 import importlib.metadata
 import os
 import sys
 from typing import MutableMapping
+import warnings
 
 OPTION = 'xla_cpu_experimental_ynn_fusion_type'
 ENV = 'JAXSEG_XLA_CPU'
@@ -61,11 +67,13 @@ def _backend_started() -> bool:
   return bool(xla_bridge is not None and getattr(xla_bridge, '_backends', None))
 
 
-def set_defaults(environ: MutableMapping[str, str] = os.environ,
-                 jaxlib_version: tuple[int, int] | None = None) -> bool:
-  """Adds the JAXSEG_XLA_CPU mode's option to environ['XLA_FLAGS'].
+def configure(environ: MutableMapping[str, str] = os.environ,
+              jaxlib_version: tuple[int, int] | None = None) -> bool:
+  """Sets jaxseg's XLA:CPU options; call it before JAX's backend starts.
 
-  Returns True if it did. Raises ValueError for an unknown mode.
+  Adds the JAXSEG_XLA_CPU mode's option to environ['XLA_FLAGS'] (see the
+  module docstring for when it does not). Returns True if it did. Raises
+  ValueError for an unknown mode.
   """
   mode = environ.get(ENV, '').strip().lower()
   if mode not in MODES:
@@ -73,9 +81,12 @@ def set_defaults(environ: MutableMapping[str, str] = os.environ,
                      f'use one of: unset, {", ".join(m for m in MODES if m)}')
   flags = environ.get('XLA_FLAGS', '')
   version = _jaxlib_version() if jaxlib_version is None else jaxlib_version
-  started = environ is os.environ and _backend_started()
-  if (MODES[mode] is None or OPTION in flags
-      or version not in MEASURED_JAXLIB or started):
+  if MODES[mode] is None or OPTION in flags or version not in MEASURED_JAXLIB:
+    return False
+  if environ is os.environ and _backend_started():
+    warnings.warn('jaxseg.xla_cpu.configure() ran after JAX started its '
+                  'backend: XLA_FLAGS is read then, so jaxseg\'s XLA:CPU '
+                  'option is not set in this process', stacklevel=2)
     return False
   environ['XLA_FLAGS'] = f'{flags} --{OPTION}={MODES[mode]}'.strip()
   return True

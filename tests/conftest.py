@@ -13,6 +13,10 @@ _FAST_COMPILE = '--xla_backend_optimization_level=0'
 if _FAST_COMPILE not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' +
                              _FAST_COMPILE).strip()
+# jaxseg's XLA:CPU options, as the entry points set them (importing jaxseg
+# sets none); before any test starts JAX's backend.
+from jaxseg import xla_cpu  # noqa: E402  pylint: disable=g-import-not-at-top
+xla_cpu.configure()
 
 REPO = Path(__file__).resolve().parents[1]
 # The real BraTS sample data: $JAXSEG_DATA, else ../shared/data beside the

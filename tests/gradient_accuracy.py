@@ -14,6 +14,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from jaxseg import xla_cpu  # pylint: disable=g-import-not-at-top
+xla_cpu.configure()  # jaxseg's XLA:CPU mode, as an entry point sets it
+
 import jax  # pylint: disable=g-import-not-at-top
 import ml_collections
 import numpy as np

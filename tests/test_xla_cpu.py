@@ -19,7 +19,7 @@ def test_adds_the_mode_option_and_keeps_other_flags(mode, kinds):
   env = {'XLA_FLAGS': '--xla_backend_optimization_level=0'}
   if mode is not None:
     env['JAXSEG_XLA_CPU'] = mode
-  assert xla_cpu.set_defaults(env, SUPPORTED)
+  assert xla_cpu.configure(env, SUPPORTED)
   assert env['XLA_FLAGS'] == ('--xla_backend_optimization_level=0 '
                               f'--xla_cpu_experimental_ynn_fusion_type={kinds}')
 
@@ -31,13 +31,13 @@ def test_adds_the_mode_option_and_keeps_other_flags(mode, kinds):
 ])
 def test_leaves_the_user_choice_and_unknown_versions_alone(env, version):
   before = dict(env)
-  assert not xla_cpu.set_defaults(env, version)
+  assert not xla_cpu.configure(env, version)
   assert env == before
 
 
 def test_unknown_mode_is_one_clear_error():
   with pytest.raises(ValueError, match=r"JAXSEG_XLA_CPU='fsat'.*fast, xla"):
-    xla_cpu.set_defaults({'JAXSEG_XLA_CPU': 'fsat'}, SUPPORTED)
+    xla_cpu.configure({'JAXSEG_XLA_CPU': 'fsat'}, SUPPORTED)
 
 
 def test_compiler_options_name_the_same_kinds():
@@ -49,7 +49,9 @@ def test_compiler_options_name_the_same_kinds():
 
 
 _PROBE = """
-import json, jaxseg, jax, jax.numpy as jnp
+import json, jaxseg.xla_cpu
+jaxseg.xla_cpu.configure()
+import jax, jax.numpy as jnp
 from jax import lax
 x, k = jnp.ones((4, 64, 64, 32)), jnp.ones((3, 3, 32, 32))  # YNNPACK's size
 conv = lambda k: lax.conv_general_dilated(
@@ -85,3 +87,22 @@ def test_default_mode_gradient_is_float64_accurate():
   script = Path(__file__).with_name('gradient_accuracy.py')
   result = _run([str(script)])
   assert result['rel_l2'] < 2e-6, result
+
+
+def test_importing_jaxseg_sets_no_xla_option():
+  # (Libraries jaxseg.train imports set TF_CPP_MIN_LOG_LEVEL and
+  # TPU_SKIP_MDS_QUERY themselves; jaxseg sets nothing.)
+  script = ('import json, os; before = dict(os.environ); import jaxseg, '
+            'jaxseg.models, jaxseg.train; print(json.dumps(sorted('
+            'k for k in os.environ if os.environ[k] != before.get(k) and '
+            'k.startswith(("XLA", "JAX")))))')
+  assert _run(['-c', script]) == []
+
+
+def test_configure_after_the_backend_started_warns_and_sets_nothing():
+  script = ('import json, os, warnings, jax; jax.devices(); '
+            'from jaxseg import xla_cpu\n'
+            'with warnings.catch_warnings(record=True) as w:\n'
+            '  warnings.simplefilter("always"); done = xla_cpu.configure()\n'
+            'print(json.dumps([done, "XLA_FLAGS" in os.environ, len(w)]))')
+  assert _run(['-c', script]) == [False, False, 1]
