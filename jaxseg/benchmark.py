@@ -219,31 +219,36 @@ PREFETCH_RECORDS = 500
 
 
 def loader_rate(config, workdir: str, batches: int = 20,
-                host_augment: bool = True, skip: int | None = None) -> dict:
+                host_augment: bool = True, skip: int | None = None,
+                read_ahead: int | None = None) -> dict:
   """Batches/s of the training loader alone on the config's prepared data.
 
   `host_augment` False: the loader of `config.augment.where='device'`
-  (patches cut, no augmentation chain). `skip`: batches read before timing
-  (default: as many as Grain's threads may have read ahead for the first).
+  (patches cut, no augmentation chain). `read_ahead`: the loader's
+  (default: training's, `train.loader_read_ahead`). `skip`: batches read
+  before timing (default: as many as Grain's threads may have read ahead
+  for the first); the timed batches must not come out of that buffer, so
+  with a large read-ahead keep `skip` at least the batches in flight.
   """
   dataset.check_config(config.data)
   dataset.prepare(config.data, workdir, config.seed)
   source = pipeline.SliceSource(os.path.join(workdir, 'data', 'train'))
   augment, _ = augment_device.from_config(config.augment)
+  if read_ahead is None:
+    read_ahead = train.loader_read_ahead(config, input_shape(config)[1:])
   loader = pipeline.train_loader(
       source, global_batch_size=config.train.batch_size, seed=config.seed,
       augment=augment if host_augment else None,
       worker_count=config.data.worker_count,
       patch_size=config.data.patch_size,
       foreground_fraction=config.data.foreground_fraction,
-      label_mode=config.data.label_mode,
-      read_ahead=train.loader_read_ahead(config, input_shape(config)[1:]))
+      label_mode=config.data.label_mode, read_ahead=read_ahead)
   iterator = iter(loader)
   # Start-up and Grain's read-ahead (up to PREFETCH_RECORDS records fetched
   # by threads while the first batch is assembled) are not the rate.
   if skip is None:
     skip = 1 + min(-(-PREFETCH_RECORDS // config.train.batch_size),
-                   train.loader_read_ahead(config, input_shape(config)[1:]))
+                   read_ahead)
   for _ in range(skip):
     next(iterator)
   t0 = time.perf_counter()

@@ -222,7 +222,8 @@ def train_loader(source: SliceSource, *, global_batch_size: int, seed: int,
   ds = ds.batch(local_batch, drop_remainder=True)[p::n]
   stream = ds.to_iter_dataset(
       None if read_ahead is None
-      else grain.ReadOptions(prefetch_buffer_size=int(read_ahead)))
+      else grain.ReadOptions(num_threads=min(16, int(read_ahead)),
+                             prefetch_buffer_size=int(read_ahead)))
   if worker_count:
     stream = stream.mp_prefetch(
         grain.MultiprocessingOptions(num_workers=worker_count))
