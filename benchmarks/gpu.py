@@ -447,6 +447,9 @@ def run_in_process(row: Row, smoke: bool, out: str, limit: float) -> dict:
     proc.communicate()
     return dict(skipped=f'still running after its {limit:.0f} s limit: '
                         'killed')
+  except BaseException:          # Ctrl-C, timeout(1): no orphaned row
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise
   for line in reversed(stdout.splitlines()):
     if line.startswith(RESULT_TAG):
       return json.loads(line[len(RESULT_TAG):])
@@ -597,6 +600,9 @@ def main(argv=None) -> int:
     _worker_main(args.worker, args.smoke, out)
     return 0
 
+  # timeout(1) and schedulers send SIGTERM: stop like Ctrl-C, killing the
+  # running row and writing the table of the rows done.
+  signal.signal(signal.SIGTERM, _interrupt)
   limits = {}
   for item in args.limit:
     name, _, seconds = item.partition('=')
@@ -604,20 +610,27 @@ def main(argv=None) -> int:
       parser.error(f'--limit: no row {name!r}')
     limits[name] = float(seconds)
   t_start = time.perf_counter()
-  results = []
+  results, interrupted = [], False
   for row in select(args.rows):
     t_row = time.perf_counter()
     left = args.budget - (t_row - t_start)
     base = dict(row=row.name, kind=row.kind, case=row.case,
                 precision=row.precision, kernels=row.kernels)
-    if left < args.min_row:
-      result = dict(skipped=f'the {args.budget:.0f} s budget is spent '
-                            f'({left:.0f} s left)')
-    elif args.inline:
-      result = run_row(row, args.smoke, out)
-    else:
-      result = run_in_process(row, args.smoke, out,
-                              min(limits.get(row.name, args.row_limit), left))
+    try:
+      if interrupted:
+        result = dict(skipped='interrupted')
+      elif left < args.min_row:
+        result = dict(skipped=f'the {args.budget:.0f} s budget is spent '
+                              f'({left:.0f} s left)')
+      elif args.inline:
+        result = run_row(row, args.smoke, out)
+      else:
+        result = run_in_process(row, args.smoke, out,
+                                min(limits.get(row.name, args.row_limit),
+                                    left))
+    except KeyboardInterrupt:    # the table of what ran is still written
+      interrupted = True
+      result = dict(skipped='interrupted')
     result = dict(base, **result)
     result['seconds'] = time.perf_counter() - t_row
     results.append(result)
@@ -644,6 +657,10 @@ def main(argv=None) -> int:
                    seconds=total, budget_s=args.budget,
                    row_limit_s=args.row_limit, rows=lines), f, indent=1)
   return 0
+
+
+def _interrupt(signum, frame):
+  raise KeyboardInterrupt(f'signal {signum}')
 
 
 def _machine_in_process() -> dict:
