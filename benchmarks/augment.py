@@ -23,8 +23,9 @@ Inputs (name: spatial x channels, target channels, batch): slice128
 (128^3x4, 3, batch 2; the nnU-Net BraTS patch). Each run augments one
 batch; the table gives the median over `--runs` runs after a warm-up run
 (which also compiles). The ratio is device / host: how many host workers
-match the device chain. Two last tables time, on the host, the elastic
-field alone on the coarse grid (the default) and per voxel (the plain
+match the device chain. Stage 'regions' is the chain with the probabilities
+of configs/brats_unet3d_regions.py (what its training draws per sample).
+Two last tables time, on the host, the elastic field alone on the coarse grid (the default) and per voxel (the plain
 definition), and the foreground-centred `RandomPatch` of 3D inputs.
 
 To time another implementation, add a factory `(cfg, images, targets) ->
@@ -45,6 +46,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from jaxseg import xla_cpu  # noqa: E402
+xla_cpu.configure()  # jaxseg's XLA:CPU mode, before JAX starts its backend
 from jaxseg.data import augment  # noqa: E402
 from jaxseg.data import augment_device  # noqa: E402
 
@@ -72,6 +75,21 @@ STAGES = {
     'noise': dict(_OFF, noise_prob=1.0),
 }
 DEFAULT_STAGES = 'all,affine,affine+elastic,blur'
+
+
+def _config_stage(name: str) -> dict:
+  """The augment section of configs/<name>.py (its own probabilities)."""
+  from jaxseg import config_base
+  config = config_base.load_config_file(
+      os.path.join(REPO, 'configs', f'{name}.py'))
+  values = dict(config.augment)
+  values.pop('where', None)
+  return values
+
+
+# The probabilities training with configs/brats_unet3d_regions.py draws:
+# flips 0.5, rotation 0.2, scaling 0.2, intensity 0.15, gamma 0.3, noise 0.1.
+CONFIG_STAGES = {'regions': 'brats_unet3d_regions'}
 
 
 def host(cfg, images, targets):
@@ -131,7 +149,9 @@ def chain_rows(inputs, stages, runs):
     spatial, channels, classes, size = INPUTS[name]
     images, targets = batch(spatial, channels, classes, size)
     for stage in stages:
-      cfg = augment.AugmentConfig(**STAGES[stage])
+      cfg = augment.AugmentConfig(**(
+          _config_stage(CONFIG_STAGES[stage]) if stage in CONFIG_STAGES
+          else STAGES[stage]))
       rates = [size / median_seconds(factory(cfg, images, targets), runs)
                for factory in IMPLEMENTATIONS.values()]
       yield name, images.shape, stage, rates
@@ -171,7 +191,9 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--inputs', default=','.join(INPUTS))
   parser.add_argument('--stages', default=DEFAULT_STAGES,
-                      help=f"comma list of {', '.join(STAGES)}, or 'every'")
+                      help=f"comma list of {', '.join(STAGES)}, "
+                      f"{', '.join(CONFIG_STAGES)} (a config's own "
+                      "probabilities), or 'every'")
   parser.add_argument('--runs', type=int, default=5)
   args = parser.parse_args(argv)
   inputs = args.inputs.split(',')

@@ -72,6 +72,9 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 
+from jaxseg import xla_cpu  # noqa: E402
+xla_cpu.configure()  # jaxseg's XLA:CPU mode (CPU only), before JAX starts
+
 ANCHOR = ("NVIDIA's PyTorch nnU-Net (DeepLearningExamples), 3D 128^3x4 on one "
           'A100-80G: 27.5 images/s with AMP')
 RESULT_TAG = 'GPU_BENCHMARK_ROW '

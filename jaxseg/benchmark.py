@@ -31,7 +31,9 @@ Device augmentation (`config.augment.where='device'`: the chain jitted into
 the step, the loader only cuts patches) is timed too:
 
   step_device_s  median step time with the chain in the step
-                 (compile_device_s, program_device_bytes alike);
+                 (compile_device_s, program_device_bytes alike), timed in
+                 turn with the plain step (one of each per round, so a
+                 shared machine's load changes both alike);
                  augment_device_s = step_device_s - step_s
   loader_device_batches_per_s  the loader without the chain, against
                  1 / step_device_s: `input_bound_device`,
@@ -131,10 +133,10 @@ def program_memory_bytes(compiled) -> int | None:
              + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
 
 
-def time_train_step(config, mesh, *, steps: int, warmup: int,
-                    augment: augment_lib.AugmentConfig | None = None,
-                    compiler_options: dict | None = None) -> dict:
-  """Compile time, median step time, FLOPs and parameter count of the step.
+def compile_train_step(config, mesh, *, steps: int, warmup: int,
+                       augment: augment_lib.AugmentConfig | None = None,
+                       compiler_options: dict | None = None):
+  """(facts, run): the compiled step on a random batch, and a blocking call.
 
   With `augment` the step augments its batch on the device first (as
   `config.augment.where='device'` trains). `step_flops` is XLA's count of
@@ -173,14 +175,45 @@ def time_train_step(config, mesh, *, steps: int, warmup: int,
     holder[0], _ = compiled(holder[0], batch, key)
     jax.block_until_ready(holder[0])
 
+  return dict(input_shape=list(shape),
+              params=shapes.count(variables['params']),
+              compile_s=compile_s, step_flops=flops, model_flops=model_flops,
+              program_bytes=program_memory_bytes(compiled)), run
+
+
+def time_train_step(config, mesh, *, steps: int, warmup: int,
+                    augment: augment_lib.AugmentConfig | None = None,
+                    compiler_options: dict | None = None) -> dict:
+  """Compile time, median step time, FLOPs and parameter count of the step.
+
+  `compile_train_step`'s facts, and step_s, the median of `steps` timed
+  steps after `warmup` (step_times_s all of them).
+  """
+  facts, run = compile_train_step(config, mesh, steps=steps, warmup=warmup,
+                                  augment=augment,
+                                  compiler_options=compiler_options)
   for _ in range(warmup):
     run()
   step_s, times = _median_time(run, steps)
-  return dict(input_shape=list(shape),
-              params=shapes.count(variables['params']),
-              compile_s=compile_s, step_s=step_s, step_times_s=times,
-              step_flops=flops, model_flops=model_flops,
-              program_bytes=program_memory_bytes(compiled))
+  return dict(facts, step_s=step_s, step_times_s=times)
+
+
+def time_interleaved(runs: list, steps: int, warmup: int) -> list:
+  """Median seconds of each blocking call in `runs`, timed in turn.
+
+  One call of each per round, so all see the same machine load: on a
+  shared machine their ratio is steadier than that of separate medians.
+  """
+  for _ in range(warmup):
+    for run in runs:
+      run()
+  times = [[] for _ in runs]
+  for _ in range(steps):
+    for run, kept in zip(runs, times):
+      t0 = time.perf_counter()
+      run()
+      kept.append(time.perf_counter() - t0)
+  return [(statistics.median(t), t) for t in times]
 
 
 def peak_memory_bytes() -> int | None:
@@ -284,19 +317,25 @@ def run_benchmark(config, workdir: str, steps: int = 10, warmup: int = 2,
                 steps=steps, warmup=warmup)
   augment, where = augment_device.from_config(config.augment)
   result['augment_where'] = augment_device.placement(where)
-  result.update(time_train_step(config, mesh, steps=steps, warmup=warmup))
-  # Read before the matmul, so the peak is the step's.
-  result['peak_memory_bytes'] = peak_memory_bytes()
+  facts, run = compile_train_step(config, mesh, steps=steps, warmup=warmup)
+  result.update(facts)
+  runs = [run]
   if device_augment:
-    timed = time_train_step(config, mesh, steps=steps, warmup=warmup,
-                            augment=augment)
-    result.update(compile_device_s=timed['compile_s'],
-                  step_device_s=timed['step_s'],
-                  step_device_times_s=timed['step_times_s'],
-                  program_device_bytes=timed['program_bytes'],
-                  peak_memory_device_bytes=peak_memory_bytes())
+    device_facts, device_run = compile_train_step(
+        config, mesh, steps=steps, warmup=warmup, augment=augment)
+    result.update(compile_device_s=device_facts['compile_s'],
+                  program_device_bytes=device_facts['program_bytes'])
+    runs.append(device_run)
+  # The two steps in turn, so that their difference is the chain's cost
+  # and not a change of load on a shared machine.
+  timed = time_interleaved(runs, steps, warmup)
+  result['step_s'], result['step_times_s'] = timed[0]
+  if device_augment:
+    result['step_device_s'], result['step_device_times_s'] = timed[1]
     # What the chain adds to the step (noise can make it negative).
     result['augment_device_s'] = result['step_device_s'] - result['step_s']
+  # Read before the matmul, so the peak is the steps' (the larger).
+  result['peak_memory_bytes'] = peak_memory_bytes()
   shape = result['input_shape']
   per_item = 1 if config.data.dims == 2 else int(np.prod(shape[1:-1]))
   result['items_per_s'] = shape[0] * per_item / result['step_s']
