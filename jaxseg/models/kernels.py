@@ -6,11 +6,14 @@ faster on XLA's CPU backend (jax 0.10) and only there:
   * 3D stride-1 convolutions as 2D convolutions of the depth slices
     (`convolution`),
   * max-pooling as reshape + argmax, transposed convolution as sub-pixel
-    stride-1 convolutions (`sampling`).
+    stride-1 convolutions (`sampling`),
+  * batch, instance, group and layer norm with one-pass float32 statistics
+    and a closed-form backward pass (`norms`).
 
 On a GPU or TPU XLA's native convolution, transposed convolution,
-reduce-window pooling are what its kernels are built for (cuDNN, the TPU's convolution units), and the substitutes would
-cost memory (the 3D convolution's kd-times larger intermediate) and speed.
+reduce-window pooling and flax's normalisation are what its compilers are
+built for (cuDNN, the TPU's convolution units), and the substitutes would
+cost memory (the 3D convolution's kd shifted copies) and speed.
 Every registered model has a field `kernels` (config key
 `model.kernels`) that every layer gets:
 
@@ -26,8 +29,9 @@ Every registered model has a field `kernels` (config key
 
 Both implementations have the same parameters, so checkpoints move between
 them; their values and gradients agree up to float summation order
-(tests/test_convolution.py, test_sampling.py; whole train steps in
-test_lowering.py, which also lowers them for cuda and tpu on a CPU host).
+(tests/test_convolution.py, test_sampling.py, test_norms.py; whole train
+steps in test_lowering.py, which also lowers them for cuda and tpu on a CPU
+host).
 """
 
 from typing import Callable

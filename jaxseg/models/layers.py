@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.models import kernels as kernels_lib
+from jaxseg.models import norms
 
 NORMS = ('batch', 'instance', 'group', 'layer', 'none')
 ACTIVATIONS = {
@@ -63,20 +64,21 @@ def norm(kind: str, train: bool, *, name: Optional[str] = None,
   'instance' normalises each channel of each sample over its spatial axes.
   `kernels` picks flax's layers or the CPU substitutes (jaxseg.models.kernels).
   """
-  kernels_lib.check(kernels)
+  lib = nn if kernels_lib.check(kernels) == 'native' else norms
+  extra = {} if lib is nn else dict(kernels=kernels)
   if kind == 'batch':
-    return nn.BatchNorm(use_running_average=not train, momentum=momentum,
-                        epsilon=epsilon, dtype=dtype, name=name)
+    return lib.BatchNorm(use_running_average=not train, momentum=momentum,
+                         epsilon=epsilon, dtype=dtype, name=name, **extra)
   if kind == 'instance':
-    return nn.InstanceNorm(epsilon=epsilon, dtype=dtype, name=name)
+    return lib.InstanceNorm(epsilon=epsilon, dtype=dtype, name=name, **extra)
   if kind == 'group':
     def group(x):
       size = min(group_size, x.shape[-1])
-      return nn.GroupNorm(num_groups=None, group_size=size, epsilon=epsilon,
-                          dtype=dtype, name=name)(x)
+      return lib.GroupNorm(num_groups=None, group_size=size, epsilon=epsilon,
+                           dtype=dtype, name=name, **extra)(x)
     return group
   if kind == 'layer':
-    return nn.LayerNorm(epsilon=epsilon, dtype=dtype, name=name)
+    return lib.LayerNorm(epsilon=epsilon, dtype=dtype, name=name, **extra)
   if kind == 'none':
     return lambda x: x
   check_norm(kind)
