@@ -28,6 +28,11 @@ _x = random_array
     ((3, 3, 3), 'SAME', 2, 1, (2, 6, 6, 6, 3)),   # strided: lax itself
     ((3, 3, 3), 'SAME', 1, 2, (2, 6, 6, 6, 3)),   # dilated: lax itself
     ((3, 3), 'SAME', 1, 1, (2, 6, 6, 3)),         # 2D: lax itself
+    # C_in * kd >= 48: one 2D convolution per depth tap, shifted outputs.
+    ((3, 3, 3), 'SAME', 1, 1, (2, 5, 6, 4, 16)),
+    ((3, 3, 3), 'VALID', 1, 1, (1, 6, 5, 5, 16)),
+    ((2, 2, 2), 'SAME', 1, 1, (1, 5, 4, 4, 24)),
+    ((3, 1, 3), ((2, 0), (0, 0), (1, 1)), 1, 1, (1, 4, 4, 4, 16)),
 ])
 @pytest.mark.parametrize('kernels', ['cpu', 'native'])
 def test_conv_equals_flax_conv(kernel, padding, strides, dilation, shape,

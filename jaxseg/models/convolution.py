@@ -2,19 +2,31 @@
 
 XLA's CPU backend (jax 0.10) runs 3D convolutions several times slower than
 2D ones of the same arithmetic: a 3x3x3, 16->16 convolution on 2x32^3 takes
-~4x longer forward and backward than the same work as 2D convolutions
-(benchmarks/layer_grad.py, README "Speed"). So a stride-1, undilated,
-ungrouped channels-last 3D convolution with a kd x kh x kw kernel is
-computed as one 2D convolution of the N*D depth slices with the kernel's
-depth taps stacked on the output channels (kh x kw x C -> kd*O), followed
-by a shifted sum over the kd taps along depth:
+~7-10x longer forward and backward than the same work as 2D convolutions
+(benchmarks/layer_grad.py, docs/speed_attempts.md). So a stride-1,
+undilated, ungrouped channels-last 3D convolution with a kd x kh x kw kernel
+is computed from 2D convolutions of the depth slices,
 
-    y[n, d] = sum_t conv2d(x_pad[n, d + t], W[t])
+    y[n, d] = sum_t conv2d(x_pad[n, d + t], W[t]),
+
+in one of two forms, whichever was measured faster for the input width:
+
+  * taps on outputs (C_in * kd >= 48): one 2D convolution of the N*D
+    unpadded slices per depth tap t, each output shifted by t along depth
+    (zeros past the ends) and summed: no copy of the input, kd outputs of
+    y's size (2.5x faster forward + backward than one convolution with the
+    kd taps stacked on the output channels, the earlier form, at
+    2x32^3x16 -> 16);
+  * taps on inputs (narrow inputs, e.g. the first layer): the kd shifted
+    depth windows concatenated on the channels (N, D', H, W, kd*C) and one
+    2D convolution with the (kh, kw, kd*C, O) kernel: a deeper contraction
+    for the few input channels.
 
 Equal to lax.conv_general_dilated up to float summation order; gradients
-follow by autodiff (2D convolution gradients, slices, sums). Everything else
-(strides, dilation, groups, 1D/2D, other layouts) is lax.conv_general_dilated
-itself. `Conv` has nn.Conv's fields, parameter names and shapes.
+follow by autodiff (2D convolution gradients, slices, pads, sums).
+Everything else (strides, dilation, groups, 1D/2D, other layouts) is
+lax.conv_general_dilated itself. `Conv` has nn.Conv's fields, parameter
+names and shapes.
 
 The 2D formulation is a CPU substitute (`kernels`): with kernels='auto' it
 is what a CPU lowering runs, while a GPU or TPU lowering keeps XLA's native
@@ -86,20 +98,45 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
       lhs, rhs)
 
 
+# Below this C_in * kd the depth taps go on the input channels (measured on
+# a 2-core Zen 5: C_in 4, 8, 12 faster that way, 16 and 32 the other).
+_TAPS_ON_INPUTS_BELOW = 48
+_SPECS_2D = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _depth_window(y, start: int, length: int):
+  """y[:, start:start + length] along axis 1, zeros outside y."""
+  depth = y.shape[1]
+  lo, hi = max(0, -start), max(0, start + length - depth)
+  y = y[:, max(0, start):min(depth, start + length)]
+  if lo or hi:
+    y = jnp.pad(y, ((0, 0), (lo, hi)) + ((0, 0),) * (y.ndim - 2))
+  return y
+
+
 def _conv3d_as_2d(x, kernel, pads, precision):
   """x (N, D, H, W, C), kernel (kd, kh, kw, C, O) -> (N, D', H', W', O)."""
-  n, _, _, _, c = x.shape
+  n, depth, _, _, c = x.shape
   kd, kh, kw, _, o = kernel.shape
-  x = jnp.pad(x, ((0, 0), pads[0], (0, 0), (0, 0), (0, 0)))
-  depth = x.shape[1]
-  out_depth = depth - kd + 1
-  # (kh, kw, C, kd * O): tap t's kernel in output channels [t*O, (t+1)*O).
-  stacked = jnp.transpose(kernel, (1, 2, 3, 0, 4)).reshape(kh, kw, c, kd * o)
-  y = lax.conv_general_dilated(
-      x.reshape((n * depth,) + x.shape[2:]), stacked, (1, 1), pads[1:],
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision)
-  y = y.reshape((n, depth) + y.shape[1:3] + (kd, o))
-  return sum(y[:, t:t + out_depth, :, :, t] for t in range(kd))
+  lo, hi = pads[0]
+  out_depth = depth + lo + hi - kd + 1
+  conv2d = functools.partial(lax.conv_general_dilated, window_strides=(1, 1),
+                             padding=pads[1:], dimension_numbers=_SPECS_2D,
+                             precision=precision)
+  if c * kd < _TAPS_ON_INPUTS_BELOW:
+    windows = jnp.concatenate(
+        [_depth_window(x, t - lo, out_depth) for t in range(kd)], axis=-1)
+    stacked = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kd * c, o)
+    y = conv2d(windows.reshape((n * out_depth,) + windows.shape[2:]), stacked)
+    return y.reshape((n, out_depth) + y.shape[1:])
+  slices = x.reshape((n * depth,) + x.shape[2:])
+  y = None
+  for t in range(kd):
+    yt = conv2d(slices, kernel[t])
+    yt = _depth_window(yt.reshape((n, depth) + yt.shape[1:]), t - lo,
+                       out_depth)
+    y = yt if y is None else y + yt
+  return y
 
 
 # One function object per setting, so that equal settings give equal fields.
