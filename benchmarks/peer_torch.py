@@ -15,12 +15,20 @@ the same number of trainable parameters, and times in the same run:
   infer     forward only, inference mode (jitted `apply(train=False)`;
             torch `model.eval()` under `torch.inference_mode()`).
 
-Medians of `--steps` (>= 5) timed calls after `--warmup` calls; `ratio` is
-PyTorch's time / jaxseg's, i.e. jaxseg's speed as a multiple of PyTorch's
-(above 1: jaxseg is faster). PyTorch runs with torch.set_num_threads(the
-cores this process may use), NCHW tensors (its default), float32; XLA with
-jaxseg's CPU settings (jaxseg/xla_cpu.py). PyTorch is not a jaxseg dependency: it is imported here only,
-and the script exits with a message when it is missing.
+Medians of `--steps` (>= 5) timed calls after `--warmup` calls, jaxseg's
+and PyTorch's calls interleaved (one of each per round, after a 50 ms
+pause), so that the load of a shared machine falls on both alike; `ratio`
+is PyTorch's time / jaxseg's, i.e. jaxseg's speed as a multiple of
+PyTorch's (above 1: jaxseg is faster). Threads: PyTorch runs with
+torch.set_num_threads(the cores this process may use) intra-op threads;
+XLA:CPU's intra-op pool has one thread per core too (its default), so both
+use every core and neither more. NCHW tensors for PyTorch (its default),
+float32 on both sides; XLA with jaxseg's CPU settings (jaxseg/xla_cpu.py,
+`jaxseg.xla_cpu.configure()`) and `--kernels` (model.kernels, default
+'auto'). The load average before and after each case is printed: numbers
+taken above ~1.5 on a 2-core machine say more about the neighbours than
+about either library. PyTorch is not a jaxseg dependency: it is imported
+here only, and the script exits with a message when it is missing.
 
 Ports: 'unet' is mateuszbuda/brain-segmentation-pytorch's UNet (seed 003),
 generalised to jaxseg's `norm`, `activation`, `upsampling` and `depth`
@@ -47,7 +55,7 @@ from jaxseg import xla_cpu  # noqa: E402
 xla_cpu.configure()  # jaxseg's XLA:CPU mode, before JAX starts its backend
 
 from jaxseg import config_base  # noqa: E402
-from timing import median_time  # noqa: E402  (benchmarks/timing.py)
+import timing  # noqa: E402  (benchmarks/timing.py)
 from jaxseg import losses  # noqa: E402
 from jaxseg import train  # noqa: E402
 from jaxseg.models import shapes  # noqa: E402
@@ -74,8 +82,8 @@ CASES = {
 # ------------------------------------------------------------------ jaxseg
 
 
-def jax_case(config, shape, steps, warmup) -> dict:
-  """jaxseg's train step and inference time, and its parameter count."""
+def jax_case(config, shape) -> dict:
+  """jaxseg's train step and inference calls, and its parameter count."""
   model = train.build_model(config)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=shape), jnp.float32)
@@ -95,14 +103,15 @@ def jax_case(config, shape, steps, warmup) -> dict:
     holder[0], _ = step(holder[0], batch, key)
     jax.block_until_ready(holder[0])
 
-  train_s = median_time(train_once, steps, warmup)
   infer = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  variables = {'params': holder[0].params,
-               'batch_stats': holder[0].batch_stats}
-  infer_s = median_time(lambda: jax.block_until_ready(infer(variables, x)),
-                        steps, warmup)
-  return dict(params=shapes.count(variables['params']), train_s=train_s,
-              infer_s=infer_s)
+
+  def infer_once():
+    variables = {'params': holder[0].params,
+                 'batch_stats': holder[0].batch_stats}
+    jax.block_until_ready(infer(variables, x))
+
+  return dict(params=shapes.count(variables['params']), train=train_once,
+              infer=infer_once)
 
 
 # ----------------------------------------------------------------- PyTorch
@@ -300,8 +309,8 @@ def torch_model(config, channels: int, nd: int):
   raise ValueError(f'no PyTorch port of {config.model.name!r}')
 
 
-def torch_case(config, shape, steps, warmup) -> dict:
-  """PyTorch's train step and inference time, and its parameter count."""
+def torch_case(config, shape) -> dict:
+  """PyTorch's train step and inference calls, and its parameter count."""
   import torch
   nd = len(shape) - 2
   model = torch_model(config, shape[-1], nd)
@@ -316,21 +325,19 @@ def torch_case(config, shape, steps, warmup) -> dict:
   model.train()
 
   def train_once():
+    model.train()
     optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(model(x), y)
     loss.backward()
     optimizer.step()
 
-  train_s = median_time(train_once, steps, warmup)
-  model.eval()
-
   def infer_once():
+    model.eval()
     with torch.inference_mode():
       model(x)
 
-  infer_s = median_time(infer_once, steps, warmup)
   params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-  return dict(params=params, train_s=train_s, infer_s=infer_s)
+  return dict(params=params, train=train_once, infer=infer_once)
 
 
 def case_config(name: str):
@@ -350,6 +357,9 @@ def main(argv=None):
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--quick', action='store_true',
                       help='smaller batches and inputs (CASES\' quick sizes)')
+  parser.add_argument('--kernels', default='auto',
+                      choices=('auto', 'native', 'cpu'),
+                      help="model.kernels of the jaxseg models")
   args = parser.parse_args(argv)
   if args.steps < 5:
     parser.error('--steps must be at least 5')
@@ -365,14 +375,16 @@ def main(argv=None):
   print(f'jax {jax.__version__} ({jax.devices()[0].platform}, '
         f'{len(jax.devices())} device(s)), torch {torch.__version__} '
         f'({threads} threads); median of {args.steps} after {args.warmup} '
-        f'warm-up; ratio = torch time / jaxseg time '
-        f'({"quick" if args.quick else "full"} sizes)')
+        f'warm-up, interleaved; ratio = torch time / jaxseg time '
+        f'({"quick" if args.quick else "full"} sizes); XLA_FLAGS='
+        f'{os.environ.get("XLA_FLAGS", "")!r}, model.kernels={args.kernels}')
   print('| case | model | input (N, ..., C) | batch | params (jax / torch) | '
         'train ms (jax, torch) | train ratio | infer ms (jax, torch) | '
-        'infer ratio |')
-  print('|---|---|---|---|---|---|---|---|---|')
+        'infer ratio | load avg |')
+  print('|---|---|---|---|---|---|---|---|---|---|')
   for name in args.cases.split(','):
     config = case_config(name)
+    config.model.kernels = args.kernels
     shape = CASES[name][3] if args.quick else CASES[name][2]
     # Parameter parity first: a port that differs is not a peer.
     jax_params = shapes.count(shapes.variable_shapes(
@@ -381,14 +393,20 @@ def main(argv=None):
     torch_params = sum(p.numel() for p in torch_model(
         config, shape[-1], len(shape) - 2).parameters())
     assert jax_params == torch_params, (name, jax_params, torch_params)
-    j = jax_case(config, shape, args.steps, args.warmup)
-    t = torch_case(config, shape, args.steps, args.warmup)
+    load = timing.load_average()
+    j = jax_case(config, shape)
+    t = torch_case(config, shape)
+    times = {}
+    for mode in ('train', 'infer'):
+      m = timing.median_times({'jax': j[mode], 'torch': t[mode]}, args.steps,
+                              args.warmup, pause=0.05)
+      times[mode] = (m['jax'], m['torch'])
+    (jt, tt), (ji, ti) = times['train'], times['infer']
     print(f'| {name} | {config.model.name} | {"x".join(map(str, shape))} | '
           f'{shape[0]} | {j["params"]:,} / {t["params"]:,} | '
-          f'{j["train_s"] * 1e3:.1f}, {t["train_s"] * 1e3:.1f} | '
-          f'{t["train_s"] / j["train_s"]:.2f} | '
-          f'{j["infer_s"] * 1e3:.1f}, {t["infer_s"] * 1e3:.1f} | '
-          f'{t["infer_s"] / j["infer_s"]:.2f} |', flush=True)
+          f'{jt * 1e3:.1f}, {tt * 1e3:.1f} | {tt / jt:.2f} | '
+          f'{ji * 1e3:.1f}, {ti * 1e3:.1f} | {ti / ji:.2f} | '
+          f'{load:.1f}-{timing.load_average():.1f} |', flush=True)
   return 0
 
 

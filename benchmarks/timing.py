@@ -1,8 +1,9 @@
 """The one timing rule of the benchmarks: median wall time after warm-up."""
 
+import os
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Mapping
 
 
 def median_time(fn: Callable[[], object], steps: int, warmup: int = 1) -> float:
@@ -10,11 +11,36 @@ def median_time(fn: Callable[[], object], steps: int, warmup: int = 1) -> float:
 
   `warmup` calls run first and are not timed (compilation, caches).
   """
-  for _ in range(warmup):
-    fn()
-  times = []
+  return median_times({'fn': fn}, steps, warmup)['fn']
+
+
+def median_times(fns: Mapping[str, Callable[[], object]], steps: int,
+                 warmup: int = 1, pause: float = 0.0) -> dict:
+  """{name: median seconds of `steps` calls}, the calls interleaved.
+
+  Each round calls every fn once, in order, so that a change of load on a
+  shared machine falls on all of them alike (a ratio of two medians taken
+  minutes apart on a busy machine can move by 2x). `pause` seconds of sleep
+  before each timed call let the previous call's worker threads go idle
+  (OpenMP and Eigen spin for a while after a parallel region).
+  """
+  for fn in fns.values():
+    for _ in range(warmup):
+      fn()
+  times = {name: [] for name in fns}
   for _ in range(steps):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+    for name, fn in fns.items():
+      if pause:
+        time.sleep(pause)
+      t0 = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - t0)
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
+def load_average() -> float:
+  """The 1-minute load average (nan where the OS has none)."""
+  try:
+    return os.getloadavg()[0]
+  except (AttributeError, OSError):
+    return float('nan')
