@@ -357,3 +357,30 @@ def test_device_noise_has_the_study_mean_and_variance():
                              np.zeros((2, 96, 96, 1), np.float32), cfg)
   assert abs(float(out.mean()) - 0.05) < 0.01
   assert abs(float(out.var()) - 0.1) < 0.005
+
+
+@pytest.mark.parametrize('shape', [SHAPE_2D, (6, 7, 8)])
+def test_a_batch_that_only_flips_skips_the_resample_with_the_same_values(
+    shape):
+  """warp_on false for every sample: the batch flips instead of resampling."""
+  cfg = augment.AugmentConfig(flip_prob=0.5, cutout_prob=0.0, noise_prob=0.0,
+                              rotate_prob=1e-9, elastic_prob=1e-9)
+  rng = np.random.default_rng(10)
+  images = rng.normal(size=(4,) + shape + (2,)).astype(np.float32)
+  targets = (rng.random((4,) + shape + (3,)) < 0.3).astype(np.float32)
+  draw = jax.jit(jax.vmap(dev.draw_params, in_axes=(0, None, None, None)),
+                 static_argnums=(1, 2, 3))
+  params = draw(jax.random.split(jax.random.key(0), 4), shape, 2, cfg)
+  assert not np.any(params['warp_on']) and np.any(params['flip'])
+  out, out_t = jax.jit(dev.apply_params_batch, static_argnums=3)(
+      images, targets, params, cfg)
+  for i in range(4):
+    one = {k: v[i] for k, v in params.items()}
+    image, target = _apply(images[i], targets[i], one, cfg)
+    np.testing.assert_array_equal(out[i], image)
+    np.testing.assert_array_equal(out_t[i], target)
+    expected = images[i]
+    for a in range(len(shape)):
+      if one['flip'][a]:
+        expected = np.flip(expected, a)
+    np.testing.assert_array_equal(out[i], expected)

@@ -285,7 +285,8 @@ def draw_params(key: jax.Array, spatial: Sequence[int], channels: int,
   Keys present only for steps whose probability is > 0 (and 'flip'):
     matrix (d+1, d+1) output -> input voxel (rotation, scaling);
     flip (d,) bool; elastic (d, *coarse) U(-1, 1) noise, 0 if not drawn,
-    elastic_on; spatial_on (any of these drawn);
+    elastic_on; warp_on (rotation, scaling or elastic drawn; only if one
+    of them can be); spatial_on (any of these or a flip drawn);
     cutout_low, cutout_high (P, d) int32 boxes (empty beyond the count),
     cutout_on; scale, shift (C,), intensity_on; gamma (C,), gamma_on;
     blur_sigma, blur_on; noise_key, noise_on.
@@ -320,6 +321,8 @@ def draw_params(key: jax.Array, spatial: Sequence[int], channels: int,
                                maxval=1.0)
     params['elastic_on'] = on
     params['elastic'] = jnp.where(on, noise, 0.0)
+  if _spatial_on(cfg):
+    params['warp_on'] = spatial_on      # a resample, not only flips
   params['spatial_on'] = spatial_on | jnp.any(params['flip'])
   if cfg.cutout_prob > 0:
     on = coin(cfg.cutout_prob)
@@ -490,6 +493,14 @@ def apply_params_batch(images: jax.Array, targets: jax.Array, params: dict,
                             jnp.float32), params))
   for flag, step in _steps(cfg):
     batched = jax.vmap(functools.partial(step, cfg=cfg))
+    if step is _resample_step and 'warp_on' in params:
+      # A batch whose samples only flip takes the flips, not the resample:
+      # the same values (the resample then reads integer coordinates), at
+      # a fraction of the cost (the 3D region config flips each axis with
+      # probability 0.5 but warps a third of its samples).
+      warp, flips = batched, jax.vmap(functools.partial(_flip_step, cfg=cfg))
+      batched = lambda x, y, p, warp=warp, flips=flips: jax.lax.cond(  # noqa: E731
+          jnp.any(p['warp_on']), warp, flips, x, y, p)
     images, targets = jax.lax.cond(
         jnp.any(params[flag]), batched, lambda x, y, p: (x, y),
         images, targets, params)
