@@ -3,7 +3,9 @@
 import logging as std_logging
 import os
 import re
+import shutil
 import sys
+from typing import Any, Callable
 
 from absl import flags
 from absl import logging
@@ -74,3 +76,19 @@ def setup() -> None:
   logging.get_absl_handler().addFilter(_OwnInfoOnly())
   cache = os.environ.get('JAXSEG_CACHE', os.path.expanduser('~/.cache/jaxseg'))
   jax.config.update('jax_compilation_cache_dir', os.path.join(cache, 'xla'))
+
+
+def run_in_workdir(workdir: str | None, fn: Callable[[], Any]) -> Any:
+  """fn(); on bad input one `jaxseg: error:` line, exit 2, and no new workdir.
+
+  A workdir that did not exist before fn() ran is removed, so a refused run
+  leaves nothing half-written behind.
+  """
+  existed = workdir is None or os.path.exists(workdir)
+  try:
+    return fn()
+  except InputError as e:
+    if not existed and os.path.isdir(workdir):
+      shutil.rmtree(workdir, ignore_errors=True)
+    print(f'jaxseg: error: {e}', file=sys.stderr)
+    sys.exit(2)

@@ -33,7 +33,6 @@ import csv
 import json
 import os
 import shutil
-import sys
 import time
 
 from absl import app
@@ -224,16 +223,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.setup()
-  workdir = FLAGS.workdir
-  created = not os.path.exists(workdir)
-  try:
+  def start():
     parallel.initialize(None, None, None)
-    run_crossval(FLAGS.config, workdir, FLAGS.folds)
-  except InputError as e:
-    if created:
-      shutil.rmtree(workdir, ignore_errors=True)
-    print(f'jaxseg: error: {e}', file=sys.stderr)
-    sys.exit(2)
+    return run_crossval(FLAGS.config, FLAGS.workdir, FLAGS.folds)
+  cli.run_in_workdir(FLAGS.workdir, start)
 
 
 if __name__ == '__main__':

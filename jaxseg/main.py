@@ -23,8 +23,6 @@ key and the problem, exit status 2, and nothing new in the workdir.
 """
 
 import os
-import shutil
-import sys
 
 from absl import app
 from absl import flags
@@ -40,7 +38,6 @@ from jaxseg import model_folder
 from jaxseg import parallel
 from jaxseg import predict
 from jaxseg import train
-from jaxseg.errors import InputError
 
 FLAGS = flags.FLAGS
 config_flags.define_config()
@@ -107,21 +104,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.setup()
-  workdir = FLAGS.workdir
-  existed = os.path.exists(workdir)
-  try:
+  def start():
     parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                         FLAGS.process_id)
     logging.info('JAX devices: %s (process %d of %d)', jax.devices(),
                  jax.process_index(), jax.process_count())
-    run(FLAGS.config, workdir, FLAGS.mode, FLAGS.input, FLAGS.output,
-        FLAGS.benchmark_steps)
-  except InputError as e:
-    # Leave no half-written workdir behind: remove one this run created.
-    if not existed and os.path.isdir(workdir):
-      shutil.rmtree(workdir, ignore_errors=True)
-    print(f'jaxseg: error: {e}', file=sys.stderr)
-    sys.exit(2)
+    return run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.input,
+               FLAGS.output, FLAGS.benchmark_steps)
+  cli.run_in_workdir(FLAGS.workdir, start)
 
 
 if __name__ == '__main__':

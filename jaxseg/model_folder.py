@@ -93,12 +93,12 @@ def output_channels(label_mode: str) -> list[str]:
   return ['background', 'NCR', 'ED', 'ET']
 
 
-def manifest(config, split_info: dict, postprocess: dict | None = None) -> dict:
+def manifest(config, run_info: dict, postprocess: dict | None = None) -> dict:
   """model.json for a run's config, its data/split.json and post-processing."""
   from jaxseg import predict  # pylint: disable=g-import-not-at-top
   data = config.data
-  norm = split_info.get('normalization', {})
-  settings = split_info.get('settings', {})
+  norm = run_info.get('normalization', {})
+  settings = run_info.get('settings', {})
   return dict(
       format=FORMAT, version=VERSION,
       model=config.model.name,
@@ -114,16 +114,17 @@ def manifest(config, split_info: dict, postprocess: dict | None = None) -> dict:
                          normalization=norm.get('mode', data.normalization),
                          mean=norm.get('mean'), std=norm.get('std')),
       label_convention=dict(
-          training_label_values=split_info.get('label_values'),
+          training_label_values=run_info.get('label_values'),
           written_as='each input case\'s own convention (BraTS 0/1/2/4, '
                      'BraTS 2023 0/1/2/3, or 0/1 masks)'),
-      trained_on=dict(cases=len(split_info.get('split', {}).get('train', [])),
+      trained_on=dict(cases=len(run_info.get('split', {}).get('train', [])),
                       seed=settings.get('seed')),
       postprocess=postprocess,
   )
 
 
-def _split_info(workdir: str) -> dict:
+def split_info(workdir: str) -> dict:
+  """A trained run's data/split.json; InputError if it has none."""
   path = os.path.join(workdir, 'data', 'split.json')
   if not os.path.isfile(path):
     raise InputError(workdir, 'has no data/split.json: not a trained run '
@@ -140,7 +141,7 @@ def export(config, workdir: str, output_dir: str | None = None) -> str:
   """
   from jaxseg import train  # pylint: disable=g-import-not-at-top
   output_dir = os.path.abspath(output_dir or os.path.join(workdir, 'model'))
-  info = _split_info(workdir)
+  info = split_info(workdir)
   mesh = parallel.make_mesh(config.get('mesh'))
   state = train.load_best_state(config, workdir, mesh)
   parent = os.path.dirname(output_dir)
@@ -208,7 +209,7 @@ def load(path: str, mesh=None) -> Model:
       raise InputError(os.path.join(path, CONFIG), 'missing: the run wrote '
                        'no config; train it first')
     config = config_base.config_from_json(os.path.join(path, CONFIG))
-    info = manifest(config, _split_info(path), postprocess_lib.chosen(path))
+    info = manifest(config, split_info(path), postprocess_lib.chosen(path))
   else:
     info = _check_folder(path)
     config = config_base.config_from_json(os.path.join(path, CONFIG))

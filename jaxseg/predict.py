@@ -367,15 +367,6 @@ MODEL_VIEW_KEYS = ('modalities', 'label_mode', 'image_size', 'normalization',
                    'dims', 'depth')
 
 
-def _run_info(workdir: str) -> dict:
-  path = os.path.join(workdir, 'data', 'split.json')
-  if not os.path.isfile(path):
-    raise InputError(workdir, 'has no data/split.json: not a trained run '
-                     '(train first)')
-  with open(path) as f:
-    return json.load(f)
-
-
 def check_same_view(config, workdir: str) -> None:
   """InputError if the config preprocesses cases differently from the run.
 
@@ -383,7 +374,7 @@ def check_same_view(config, workdir: str) -> None:
   channels in the same order, label mode, slice size, normalisation and
   (3D) depth.
   """
-  trained = _run_info(workdir)['settings']
+  trained = model_folder.split_info(workdir)['settings']
   for key in MODEL_VIEW_KEYS:
     now = json.loads(json.dumps(config.data[key]))
     was = trained.get(key, 2 if key == 'dims' else None)
@@ -396,7 +387,7 @@ def check_same_view(config, workdir: str) -> None:
 
 def run_normalization(workdir: str) -> tuple:
   """(mean, std) of the run's dataset normalisation, or (None, None) per case."""
-  norm = _run_info(workdir)['normalization']
+  norm = model_folder.split_info(workdir)['normalization']
   if norm.get('mean') is None:
     return None, None
   return (np.asarray(norm['mean'], np.float32),
@@ -556,12 +547,9 @@ def main_cli() -> None:
       print(f'jaxseg: error: unexpected arguments: {argv[1:]}', file=sys.stderr)
       sys.exit(2)
     cli.setup()
-    try:
-      paths = run_models(options.model, options.input, options.output,
-                         options.mc_samples, options.mirror)
-    except InputError as e:
-      print(f'jaxseg: error: {e}', file=sys.stderr)
-      sys.exit(2)
+    paths = cli.run_in_workdir(options.output, lambda: run_models(
+        options.model, options.input, options.output, options.mc_samples,
+        options.mirror))
     logging.info('wrote %d files to %s', len(paths), options.output)
 
   app.run(main, flags_parser=cli.parse_flags)

@@ -20,8 +20,6 @@ compares them:
 import csv
 import json
 import os
-import shutil
-import sys
 import time
 
 from absl import app
@@ -169,17 +167,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.setup()
-  workdir = FLAGS.workdir
-  created = not os.path.exists(workdir)
-  try:
-    variants = load_sweep(FLAGS.sweep)
-    run_sweep(FLAGS.config, variants, workdir, FLAGS.only,
-              title=os.path.splitext(os.path.basename(FLAGS.sweep))[0])
-  except InputError as e:
-    if created:
-      shutil.rmtree(workdir, ignore_errors=True)
-    print(f'jaxseg: error: {e}', file=sys.stderr)
-    sys.exit(2)
+  cli.run_in_workdir(FLAGS.workdir, lambda: run_sweep(
+      FLAGS.config, load_sweep(FLAGS.sweep), FLAGS.workdir, FLAGS.only,
+      title=os.path.splitext(os.path.basename(FLAGS.sweep))[0]))
 
 
 if __name__ == '__main__':
