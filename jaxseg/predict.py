@@ -2,9 +2,12 @@
 
     python -m jaxseg.main --config=configs/brats19_resunet.py --workdir=runs/x \
         --mode=predict --input=path/to/cases --output=path/to/predictions
+    python -m jaxseg.predict -i path/to/cases -o path/to/predictions \
+        -m runs/x/model [-m runs/y/model ...]      # model folders alone
 
 `--input` is one case folder, a folder of case folders or a datalist. For
-each case, with the best checkpoint of `--workdir`:
+each case, with the best checkpoint of `--workdir` (or each model folder of
+an ensemble, `jaxseg.model_folder`):
 
   1. the training preprocessing (brain crop, z-score with the run's
      statistics, resize) gives the model's view of the case;
@@ -14,7 +17,9 @@ each case, with the best checkpoint of `--workdir`:
   3. the probabilities are mapped back onto the case's original grid
      (undoing the resize and the crop) and thresholded (sigmoid modes) or
      arg-maxed (softmax) into the case's own label convention (BraTS 0/1/2/4,
-     BraTS 2023 0/1/2/3, or 0/1 masks);
+     BraTS 2023 0/1/2/3, or 0/1 masks); an ensemble averages its members'
+     probabilities first, and `jaxseg.postprocess` then applies the run's
+     post-processing (chosen on validation cases, else `config.postprocess`);
   4. `<case>_seg.nii.gz` is written with the affine and header of the
      case's first channel, so it overlays the input in ITK-SNAP or 3D Slicer,
      and `<case>.png` shows the input with the prediction (and the label when
