@@ -133,6 +133,149 @@ def normalize(x, scale, bias, *, axes: Sequence[int], epsilon: float,
   return kernels_lib.choose(kernels, fused, flax_fn, x, scale, bias)
 
 
+# ---------------------------------------------------------------------------
+# Channels-last batch, instance and group norm: statistics per channel first.
+# ---------------------------------------------------------------------------
+#
+# x (N, *S, C) is viewed as (N, P, C), P = prod(S). Every statistic group of
+# these three norms is a union of (sample, channel) columns: batch norm's
+# of all samples of a channel, instance norm's of one, group norm's of the
+# Cg channels of a group of one sample. So both passes reduce over P only
+# (a column reduction over contiguous rows of C values), then combine the
+# (N, C) partial sums per group, a tiny step; the elementwise passes use
+# per-(sample, channel) coefficients. (Reducing the (N, P, G, Cg) view over
+# P and Cg at once, as flax does, runs 3-5x slower on XLA:CPU.)
+
+
+def _combine(partial, kind, groups):
+  """(N, C) partial sums -> per statistic group: (1, C), (N, C) or (N, G)."""
+  if kind == 'batch':
+    return jnp.sum(partial, 0, keepdims=True)
+  if kind == 'group':
+    n, c = partial.shape
+    return jnp.sum(partial.reshape(n, groups, c // groups), -1)
+  return partial
+
+
+def _expand(grouped, kind, channels):
+  """Per-group values -> per (sample or 1, channel)."""
+  if kind == 'group':
+    return jnp.repeat(grouped, channels // grouped.shape[-1], axis=-1)
+  return grouped
+
+
+def _group_size(shape, kind, groups):
+  n, p, c = shape
+  return p * (n if kind == 'batch' else 1) * (c // groups if kind == 'group'
+                                             else 1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _channel_norm(x, scale, bias, kind, groups, epsilon, dtype):
+  return _channel_fwd(x, scale, bias, kind, groups, epsilon, dtype)[0]
+
+
+def _channel_fwd(x, scale, bias, kind, groups, epsilon, dtype):
+  """x (N, P, C) -> (y, per-group mean, var), residuals."""
+  f32 = scale.dtype
+  xf = x.astype(f32)
+  size = _group_size(x.shape, kind, groups)
+  s1 = _combine(jnp.sum(xf, 1), kind, groups)
+  s2 = _combine(jnp.sum(lax.square(xf), 1), kind, groups)
+  mean = s1 / size
+  var = jnp.maximum(0.0, s2 / size - lax.square(mean))
+  rstd = lax.rsqrt(var + epsilon)
+  m = _expand(mean, kind, x.shape[-1])
+  r = _expand(rstd, kind, x.shape[-1])
+  a = r * scale
+  y = (xf - m[:, None]) * a[:, None] + bias
+  return (y.astype(dtype), mean, var), (x, m, r, scale)
+
+
+def _channel_bwd(kind, groups, epsilon, dtype, residuals, cotangents):
+  del epsilon, dtype
+  x, m, r, scale = residuals
+  dy, dmean, dvar = cotangents
+  f32 = scale.dtype
+  if isinstance(dy, jax.custom_derivatives.SymbolicZero):
+    dy = jnp.zeros(x.shape, f32)
+  dy = dy.astype(f32)
+  centred = x.astype(f32) - m[:, None]
+  size = _group_size(x.shape, kind, groups)
+  channels = x.shape[-1]
+  # One pass over the activations: per (sample, channel) sums.
+  a = jnp.sum(dy, 1)
+  b = jnp.sum(dy * centred, 1)
+  dbias = jnp.sum(a, 0)
+  dscale = jnp.sum(b * r, 0)
+  c1 = _expand(_combine(scale * a, kind, groups), kind, channels) / size
+  c2 = _expand(_combine(scale * b * r, kind, groups), kind, channels) / size
+  k0 = -r * c1
+  k1 = -r * r * c2
+  # The statistics are outputs too (batch norm's running averages).
+  if not isinstance(dmean, jax.custom_derivatives.SymbolicZero):
+    k0 = k0 + _expand(dmean.astype(f32), kind, channels) / size
+  if not isinstance(dvar, jax.custom_derivatives.SymbolicZero):
+    k1 = k1 + _expand(dvar.astype(f32), kind, channels) * (2.0 / size)
+  dx = dy * (r * scale)[:, None] + centred * k1[:, None] + k0[:, None]
+  return dx.astype(x.dtype), dscale, dbias
+
+
+def _channel_fwd_symbolic(x, scale, bias, kind, groups, epsilon, dtype):
+  return _channel_fwd(x.value, scale.value, bias.value, kind, groups,
+                      epsilon, dtype)
+
+
+_channel_norm.defvjp(_channel_fwd_symbolic, _channel_bwd, symbolic_zeros=True)
+
+
+def _flax_channel_norm(x, scale, bias, *, kind, groups, epsilon, dtype,
+                       stat_dtype):
+  """flax's BatchNorm / InstanceNorm / GroupNorm formulas on x (N, *S, C)."""
+  nd = x.ndim
+  c = x.shape[-1]
+  if kind == 'group':
+    grouped = x.reshape(x.shape[:-1] + (groups, c // groups))
+    mean, var = _stats(grouped, tuple(range(1, nd - 1)) + (nd,), stat_dtype)
+    mean = jnp.repeat(mean, c // groups, axis=-1).reshape(
+        mean.shape[:-2] + (c,))
+    var = jnp.repeat(var, c // groups, axis=-1).reshape(var.shape[:-2] + (c,))
+  else:
+    axes = tuple(range(nd - 1)) if kind == 'batch' else tuple(range(1, nd - 1))
+    mean, var = _stats(x, axes, stat_dtype)
+  y = x - mean
+  mul = lax.rsqrt(var + epsilon)
+  mul = mul * scale
+  y = y * mul + bias
+  if kind == 'batch':
+    return y.astype(dtype), mean.reshape(1, c), var.reshape(1, c)
+  return y.astype(dtype), None, None
+
+
+def normalize_channels(x, scale, bias, *, kind: str, epsilon: float,
+                       dtype: Any, stat_dtype: Any, groups: int = 1,
+                       kernels: str = 'auto'):
+  """(y, mean, var) of batch ('batch'), instance or group norm, channels last.
+
+  x (N, *S, C); scale and bias (C,). mean and var are batch norm's (1, C)
+  statistics (None for the others). `kernels` picks the fused CPU
+  formulation or flax's.
+  """
+  scale, bias = scale.astype(stat_dtype), bias.astype(stat_dtype)
+  native = functools.partial(_flax_channel_norm, kind=kind, groups=groups,
+                             epsilon=epsilon, dtype=dtype,
+                             stat_dtype=stat_dtype)
+
+  def fused(x, scale, bias):
+    n, c = x.shape[0], x.shape[-1]
+    y, mean, var = _channel_norm(x.reshape(n, -1, c), scale, bias, kind,
+                                 groups, epsilon, dtype)
+    if kind != 'batch':
+      mean = var = None
+    return y.reshape(x.shape), mean, var
+  return kernels_lib.choose(kernels, fused, native, x, scale, bias)
+
+
 def _affine(module, shape, ndim, feature_axes):
   """The module's scale and bias params reshaped to broadcast over ndim."""
   full = [1] * ndim
@@ -162,7 +305,7 @@ def _plain(module) -> bool:
 
 
 class BatchNorm(nn.BatchNorm):
-  """nn.BatchNorm; in training, statistics and gradient as `normalize`."""
+  """nn.BatchNorm; in training, statistics and gradient fused (CPU)."""
   kernels: str = 'auto'
 
   @nn.compact
@@ -184,9 +327,15 @@ class BatchNorm(nn.BatchNorm):
     ra_var = self.variable('batch_stats', 'var',
                            lambda s: jnp.ones(s, jnp.float32), shape)
     scale, bias = _affine(self, shape, x.ndim, feature_axes)
-    y, mean, var = normalize(x, scale, bias, axes=axes, epsilon=self.epsilon,
-                             **_dtypes(self, x, scale, bias),
-                             kernels=self.kernels)
+    if _channels_last(x, feature_axes, scale, bias):
+      y, mean, var = normalize_channels(
+          x, scale.reshape(-1), bias.reshape(-1), kind='batch',
+          epsilon=self.epsilon, kernels=self.kernels,
+          **_dtypes(self, x, scale, bias))
+    else:
+      y, mean, var = normalize(x, scale, bias, axes=axes,
+                               epsilon=self.epsilon, kernels=self.kernels,
+                               **_dtypes(self, x, scale, bias))
     if not self.is_initializing():
       mean = lax.stop_gradient(mean.reshape(shape))
       var = lax.stop_gradient(var.reshape(shape))
@@ -224,6 +373,11 @@ class InstanceNorm(nn.InstanceNorm):
     axes = tuple(i for i in range(1, x.ndim) if i not in feature_axes)
     scale, bias = _affine(self, [x.shape[a] for a in feature_axes], x.ndim,
                           feature_axes)
+    if _channels_last(x, feature_axes, scale, bias):
+      return normalize_channels(
+          x, scale.reshape(-1), bias.reshape(-1), kind='instance',
+          epsilon=self.epsilon, kernels=self.kernels,
+          **_dtypes(self, x, scale, bias))[0]
     return normalize(x, scale, bias, axes=axes, epsilon=self.epsilon,
                      **_dtypes(self, x, scale, bias),
                      kernels=self.kernels)[0]
@@ -247,6 +401,10 @@ class GroupNorm(nn.GroupNorm):
       return super().__call__(x, mask=mask)  # flax's own error message
     scale, bias = _affine(self, [channels], x.ndim, (x.ndim - 1,))
     dtypes = _dtypes(self, x, scale, bias)
+    if _channels_last(x, (x.ndim - 1,), scale, bias):
+      return normalize_channels(
+          x, scale.reshape(-1), bias.reshape(-1), kind='group', groups=groups,
+          epsilon=self.epsilon, kernels=self.kernels, **dtypes)[0]
     split = x.shape[:-1] + (groups, channels // groups)
     grouped = lambda p: None if p is None else p.reshape(  # noqa: E731
         p.shape[:-1] + (groups, channels // groups))
@@ -254,6 +412,12 @@ class GroupNorm(nn.GroupNorm):
     y = normalize(x.reshape(split), grouped(scale), grouped(bias), axes=axes,
                   epsilon=self.epsilon, kernels=self.kernels, **dtypes)[0]
     return y.reshape(x.shape)
+
+
+def _channels_last(x, feature_axes, scale, bias) -> bool:
+  """normalize_channels covers it: channels last, scale and bias, N and C."""
+  return (tuple(feature_axes) == (x.ndim - 1,) and x.ndim >= 3 and
+          scale is not None and bias is not None)
 
 
 def _axes(axes, ndim):
