@@ -30,6 +30,10 @@ from jaxseg.data import preprocess
 
 def gradient(config, batch, dtype):
   """The step's gradient as float64 arrays, computed in `dtype`."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  # The layers' computation dtype too: a module with dtype=float32 casts
+  # float64 inputs down, and the reference would be float32 in disguise.
+  config.model.dtype = np.dtype(dtype).name
   model = train.build_model(config)
   tx = optim.build(ml_collections.ConfigDict(dict(name='sgd', learning_rate=1.0)))
   state = train.create_train_state(model, tx, jax.random.key(0), (32, 32, 4))
@@ -50,6 +54,9 @@ def gradient(config, batch, dtype):
 
 def main():
   config = tiny(load_config())
+  # `gradient_accuracy.py native`: flax's layers and XLA's ops, the reference
+  # the CPU substitutes are held to.
+  config.model.kernels = sys.argv[1] if len(sys.argv) > 1 else 'auto'
   config.model.dropout_rate = 0.0  # masks drawn in float64 would differ
   rng = np.random.default_rng(0)
   image = rng.normal(size=(8, 32, 32, 4))

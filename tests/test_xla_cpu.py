@@ -13,7 +13,7 @@ from jaxseg import xla_cpu
 SUPPORTED = xla_cpu.MEASURED_JAXLIB[0]
 
 
-@pytest.mark.parametrize('mode,kinds', [(None, 'dot,eltwise,reduce'),
+@pytest.mark.parametrize('mode,kinds', [(None, 'dot,reduce'),
                                         ('fast', 'dot'), (' Fast ', 'dot')])
 def test_adds_the_mode_option_and_keeps_other_flags(mode, kinds):
   env = {'XLA_FLAGS': '--xla_backend_optimization_level=0'}
@@ -43,8 +43,7 @@ def test_unknown_mode_is_one_clear_error():
 def test_compiler_options_name_the_same_kinds():
   assert xla_cpu.compiler_options() == {
       'xla_cpu_experimental_ynn_fusion_type':
-          'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,'
-          'LIBRARY_FUSION_TYPE_REDUCE'}
+          'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
   assert xla_cpu.compiler_options('xla') is None
 
 
@@ -80,13 +79,15 @@ def test_convolutions_leave_ynnpack_unless_xla_defaults_are_asked_for():
   assert not probe(JAXSEG_XLA_CPU='fast')
 
 
-def test_default_mode_gradient_is_float64_accurate():
-  # The whole train step (batch norm, the custom max-pool and transposed
-  # convolution gradients, the loss) in float32 against float64: 6.3e-7
-  # relative L2 here, the same as with XLA's own defaults.
-  script = Path(__file__).with_name('gradient_accuracy.py')
-  result = _run([str(script)])
-  assert result['rel_l2'] < 2e-6, result
+def test_default_mode_gradient_is_as_accurate_as_xla_defaults():
+  # The whole train step (the fused batch and layer norms, the custom
+  # max-pool and transposed convolution gradients, the loss) in float32
+  # against float64: 1.32e-6 relative L2 here, against 1.31e-6 for flax's
+  # layers with XLA's own defaults.
+  script = str(Path(__file__).with_name('gradient_accuracy.py'))
+  ours = _run([script])['rel_l2']
+  reference = _run([script, 'native'], JAXSEG_XLA_CPU='xla')['rel_l2']
+  assert ours < 2e-6 and ours < 1.2 * reference, (ours, reference)
 
 
 def test_importing_jaxseg_sets_no_xla_option():
