@@ -357,6 +357,10 @@ def main(argv=None):
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--quick', action='store_true',
                       help='smaller batches and inputs (CASES\' quick sizes)')
+  parser.add_argument('--clock', default='wall', choices=('wall', 'cpu'),
+                      help="'cpu': process CPU time, a diagnostic for a busy "
+                      "machine with the process pinned to one core "
+                      "(taskset -c 0); see benchmarks/timing.py")
   parser.add_argument('--kernels', default='auto',
                       choices=('auto', 'native', 'cpu'),
                       help="model.kernels of the jaxseg models")
@@ -377,7 +381,8 @@ def main(argv=None):
         f'({threads} threads); median of {args.steps} after {args.warmup} '
         f'warm-up, interleaved; ratio = torch time / jaxseg time '
         f'({"quick" if args.quick else "full"} sizes); XLA_FLAGS='
-        f'{os.environ.get("XLA_FLAGS", "")!r}, model.kernels={args.kernels}')
+        f'{os.environ.get("XLA_FLAGS", "")!r}, model.kernels={args.kernels}, '
+        f'{args.clock} clock')
   print('| case | model | input (N, ..., C) | batch | params (jax / torch) | '
         'train ms (jax, torch) | train ratio | infer ms (jax, torch) | '
         'infer ratio | load avg |')
@@ -399,7 +404,7 @@ def main(argv=None):
     times = {}
     for mode in ('train', 'infer'):
       m = timing.median_times({'jax': j[mode], 'torch': t[mode]}, args.steps,
-                              args.warmup, pause=0.05)
+                              args.warmup, pause=0.05, clock=args.clock)
       times[mode] = (m['jax'], m['torch'])
     (jt, tt), (ji, ti) = times['train'], times['infer']
     print(f'| {name} | {config.model.name} | {"x".join(map(str, shape))} | '

@@ -15,7 +15,8 @@ def median_time(fn: Callable[[], object], steps: int, warmup: int = 1) -> float:
 
 
 def median_times(fns: Mapping[str, Callable[[], object]], steps: int,
-                 warmup: int = 1, pause: float = 0.0) -> dict:
+                 warmup: int = 1, pause: float = 0.0,
+                 clock: str = 'wall') -> dict:
   """{name: median seconds of `steps` calls}, the calls interleaved.
 
   Each round calls every fn once, in order, so that a change of load on a
@@ -23,7 +24,14 @@ def median_times(fns: Mapping[str, Callable[[], object]], steps: int,
   minutes apart on a busy machine can move by 2x). `pause` seconds of sleep
   before each timed call let the previous call's worker threads go idle
   (OpenMP and Eigen spin for a while after a parallel region).
+
+  clock='cpu' measures the process's CPU time instead of wall time: on a
+  machine others load, and with the process pinned to one core
+  (`taskset -c 0`, so that XLA and PyTorch both run one thread), it counts
+  the work and not the waiting for a core. A diagnostic: the speed that
+  matters is wall time on an idle machine.
   """
+  now = {'wall': time.perf_counter, 'cpu': time.process_time}[clock]
   for fn in fns.values():
     for _ in range(warmup):
       fn()
@@ -32,9 +40,9 @@ def median_times(fns: Mapping[str, Callable[[], object]], steps: int,
     for name, fn in fns.items():
       if pause:
         time.sleep(pause)
-      t0 = time.perf_counter()
+      t0 = now()
       fn()
-      times[name].append(time.perf_counter() - t0)
+      times[name].append(now() - t0)
   return {name: statistics.median(t) for name, t in times.items()}
 
 
