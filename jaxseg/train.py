@@ -124,6 +124,30 @@ def main_head(logits):
   return logits[-1] if isinstance(logits, (list, tuple)) else logits
 
 
+def check_input_sizes(model, config) -> None:
+  """InputError before any work if the model cannot take the training
+  inputs or the whole validation volumes (e.g. a size not divisible by the
+  U-Net's 2**depth): found by tracing, so the first epoch's end cannot fail.
+  """
+  channels = len(config.data.modalities)
+  size = config.data.image_size
+  whole = ((config.data.depth, size, size, channels) if config.data.dims == 3
+           else (size, size, channels))
+  for shape, what in ((predict.model_input_shape(config), 'the training inputs'),
+                      (whole, 'the validation volumes')):
+    x = jax.ShapeDtypeStruct((1,) + tuple(shape), jnp.float32)
+    try:
+      jax.eval_shape(lambda x: model.init({'params': jax.random.key(0)}, x,
+                                          train=False), x)
+    except ValueError as e:
+      key = ('config.data.patch_size' if what == 'the training inputs' and
+             config.data.patch_size else
+             'config.data.depth / image_size' if config.data.dims == 3 else
+             'config.data.image_size')
+      raise InputError(key, f'the model cannot take {what} of shape '
+                       f'{tuple(shape)}: {e}') from None
+
+
 def check_heads(model, image_shape, loss_config) -> int:
   """The number of heads the model trains; InputError if the loss disagrees."""
   x = jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32)
@@ -390,6 +414,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                             'config.train.eval_batch_size')
   accum_steps = check_grad_accum(config.train, mesh)
   model = build_model(config)
+  check_input_sizes(model, config)
   loss_fn = losses.build(config.loss)
   optim.check_config(config)
   activation = preprocess.activation(config.data.label_mode)

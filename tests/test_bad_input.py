@@ -166,3 +166,19 @@ def test_a_split_without_validation_cases(tmp_path):
   root = _dataset(tmp_path / 'd')
   msg = _run(root, tmp_path / 'run', **{'data.split': (0.75, 0.0, 0.25)})
   assert 'config.data.split' in msg and 'validation' in msg
+
+
+def test_a_volume_size_the_model_cannot_take_stops_before_preparing(tmp_path):
+  """A 3D U-Net of depth 4 needs sizes divisible by 16: the whole validation
+  volume (depth 40) would fail at the end of the first epoch; it is refused
+  before any case is read."""
+  config = load_config('brats_unet3d_regions')
+  config.data.root = str(tmp_path / 'none')
+  config.model.features = 4
+  config.data.image_size, config.data.depth = 32, 40
+  config.data.patch_size = (32, 32, 32)
+  with pytest.raises(InputError) as info:
+    main_lib.run(config, str(tmp_path / 'run'), 'train')
+  assert info.value.where == 'config.data.depth / image_size'
+  assert '(40, 32, 32, 4)' in info.value.problem and 'divisible by 16' in info.value.problem
+  assert not (tmp_path / 'run').exists()
