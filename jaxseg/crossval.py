@@ -22,9 +22,9 @@ datalist's "fold" keys) an ordinary run trains in `<workdir>/fold_<i>/`
   crossval.md / crossval.json
       per fold and pooled: cases, best epoch, mean Dice and lesion-wise Dice.
 
-Predict with the ensemble from the fold folders alone:
-`python -m jaxseg.predict -i IN -o OUT -m <workdir>/fold_0 -m <workdir>/fold_1 ...`
-(each fold can also be exported with --mode=export).
+Every fold is exported to `fold_<i>/model/` with the pooled
+post-processing; predict with the ensemble from those folders alone:
+`python -m jaxseg.predict -i IN -o OUT -m <workdir>/fold_0/model -m <workdir>/fold_1/model ...`
 """
 
 from __future__ import annotations
@@ -167,14 +167,15 @@ def run_crossval(config, workdir: str, folds: int | None = None) -> dict:
     else:
       evaluate.write_split(workdir, 'oof', oof_result, pooled['summary'])
 
+  # Every fold as a model folder carrying the pooled post-processing.
+  exported = [model_folder.export(fold_config(config, folds, i),
+                                  fold_dir(workdir, i), postprocess=settings)
+              for i in range(folds)]
   ensemble = None
   test_ids = info['split'].get('test') or []
   if test_ids:
     mesh = parallel.make_mesh(config.get('mesh'))
-    members = [model_folder.load(fold_dir(workdir, i), mesh)
-               for i in range(folds)]
-    for member in members:
-      member.postprocess = settings
+    members = [model_folder.load(path, mesh) for path in exported]
     result = evaluate.evaluate_split(
         members, [cases[i] for i in test_ids], mesh,
         png_dir=os.path.join(workdir, 'ensemble_test_cases'), settings=settings)
@@ -189,7 +190,7 @@ def run_crossval(config, workdir: str, folds: int | None = None) -> dict:
                    key=lambda r: ('WT', 'TC', 'ET').index(r))
   markdown = table(fold_rows, pooled, ensemble, regions)
   out = dict(folds=fold_rows, pooled=pooled, ensemble=ensemble,
-             postprocess=settings)
+             postprocess=settings, models=exported)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'crossval.md'), 'w') as f:
       f.write(markdown)

@@ -133,11 +133,15 @@ def split_info(workdir: str) -> dict:
     return json.load(f)
 
 
-def export(config, workdir: str, output_dir: str | None = None) -> str:
+def export(config, workdir: str, output_dir: str | None = None,
+           postprocess: dict | None = None) -> str:
   """--mode=export: writes the run's best model as a model folder; returns its path.
 
-  The folder is written under a temporary name beside `output_dir` and
-  renamed when complete; an existing folder is replaced only then.
+  `postprocess`: the post-processing settings to ship (cross-validation
+  passes those chosen on the pooled folds); default: those the run chose on
+  its validation cases, else its config's. The folder is written under a
+  temporary name beside `output_dir` and renamed when complete; an existing
+  folder is replaced only then.
   """
   from jaxseg import train  # pylint: disable=g-import-not-at-top
   output_dir = os.path.abspath(output_dir or os.path.join(workdir, 'model'))
@@ -154,7 +158,7 @@ def export(config, workdir: str, output_dir: str | None = None) -> str:
     checkpointer.wait_until_finished()
     with open(os.path.join(tmp, CONFIG), 'w') as f:
       f.write(config.to_json_best_effort(indent=1))
-    settings = (postprocess_lib.chosen(workdir) or
+    settings = (postprocess or postprocess_lib.chosen(workdir) or
                 postprocess_lib.settings_of(config.postprocess))
     with open(os.path.join(tmp, MANIFEST), 'w') as f:
       json.dump(manifest(config, info, settings), f, indent=1)

@@ -439,16 +439,20 @@ def workdir_model(config, workdir: str, state) -> model_folder.Model:
                             postprocess=postprocess.chosen(workdir))
 
 
-def predict_cases(models: list, mesh, cases, output_dir: str) -> list[str]:
+def predict_cases(models: list, mesh, cases, output_dir: str,
+                  score: bool = False) -> list[str]:
   """Predicts and writes every case with one model or an ensemble; returns the paths.
 
   The first model's config decides the label mode, threshold and channels
-  (`model_folder.check_ensemble` made sure the members agree).
+  (`model_folder.check_ensemble` made sure the members agree). With
+  `score`, cases that have a label are also scored as evaluation scores
+  them (`cases.csv`, `summary.json`, `dice_box.png` in `output_dir`).
   """
+  from jaxseg import evaluate  # pylint: disable=g-import-not-at-top
   config = models[0].config
   predict_volume = case_predictor(models, mesh)
   progress = CaseProgress(len(cases), 'predicted')
-  written = []
+  written, rows = [], []
   for i, case in enumerate(cases):
     volume = sources.load_case(case, config.data.modalities)
     output = predict_volume(volume)
@@ -459,7 +463,20 @@ def predict_cases(models: list, mesh, cases, output_dir: str) -> list[str]:
     if jax.process_index() == 0:
       written += write_case(volume, case, output, pred, output_dir,
                             config.data.label_mode)
+    if score and volume.label is not None:
+      rows.append(dict(case=case.case_id, **evaluate.score_case(
+          pred, volume.label, case.et_label, config.data.label_mode,
+          evaluate.voxel_spacing(volume, case.label))))
     logging.info(progress.line(i + 1, case.case_id))
+  if rows and jax.process_index() == 0:
+    summary = evaluate.summarize_rows(rows)
+    names = ('cases.csv', 'summary.json')
+    evaluate.write_table(rows, summary, *(os.path.join(output_dir, n) for n in names))
+    plots.plot_score_box(rows, os.path.join(output_dir, 'dice_box.png'), score='dice')
+    written += [os.path.join(output_dir, n) for n in names + ('dice_box.png',)]
+    logging.info('%d labelled cases: dice WT mean %.4f, lesion-wise %.4f',
+                 len(rows), summary['dice_WT']['mean'],
+                 summary['lesion_dice_WT']['mean'])
   return written
 
 
@@ -488,7 +505,8 @@ def run_predict(config, workdir: str, input_path: str, output_dir: str,
 
 
 def run_models(model_dirs: list[str], input_path: str, output_dir: str,
-               mc_samples: int | None = None, mirror: bool = False) -> list[str]:
+               mc_samples: int | None = None, mirror: bool = False,
+               score: bool = False) -> list[str]:
   """`python -m jaxseg.predict`: predicts with model folders, no config or data.
 
   Args:
@@ -498,6 +516,7 @@ def run_models(model_dirs: list[str], input_path: str, output_dir: str,
     output_dir: where `<case>_seg.nii.gz` and `<case>.png` go.
     mc_samples: Monte-Carlo dropout samples per member (None: the model's).
     mirror: average over every mirroring of the spatial axes.
+    score: also score the cases that have labels (`predict_cases`).
   """
   if not model_dirs:
     raise InputError('-m/--model', 'give at least one model folder')
@@ -521,7 +540,7 @@ def run_models(model_dirs: list[str], input_path: str, output_dir: str,
   for model in models:
     check_mc_model(model.state, model.config)
   check_output_folder(output_dir)
-  return predict_cases(models, first, cases, output_dir)
+  return predict_cases(models, first, cases, output_dir, score=score)
 
 
 def _define_flags():
@@ -537,6 +556,8 @@ def _define_flags():
                        'model (writes the uncertainty maps too).')
   flags.DEFINE_bool('mirror', False, 'Test-time mirroring over every '
                     'spatial axis.')
+  flags.DEFINE_bool('score', False, 'Also score the cases that have labels '
+                    '(cases.csv, summary.json, dice_box.png in --output).')
   return flags.FLAGS
 
 
@@ -554,7 +575,7 @@ def main_cli() -> None:
     cli.setup()
     paths = cli.run_in_workdir(options.output, lambda: run_models(
         options.model, options.input, options.output, options.mc_samples,
-        options.mirror))
+        options.mirror, options.score))
     logging.info('wrote %d files to %s', len(paths), options.output)
 
   app.run(main, flags_parser=cli.parse_flags)

@@ -201,3 +201,16 @@ def test_thresholds_chosen_on_validation_are_used_and_shipped(chosen_run, tmp_pa
   np.testing.assert_array_equal(
       written, postprocess.for_prediction(raw.astype(np.uint8), settings,
                                           case.et_label, 'regions'))
+
+
+def test_scoring_predictions_equals_the_evaluate_mode(runs, tmp_path):
+  import csv
+  (config, workdir, exported), root, val = runs[0][0], runs[1], runs[2]
+  case_dir = os.path.join(root, val[0])
+  predict.run_models([exported], case_dir, str(tmp_path / 'p'), score=True)
+  main.run(config, str(workdir), 'evaluate', case_dir, str(tmp_path / 'e'))
+  read = lambda p: list(csv.DictReader(open(p, newline='')))  # noqa: E731
+  scored, evaluated = read(tmp_path / 'p' / 'cases.csv'), read(tmp_path / 'e' / 'cases.csv')
+  assert [r['case'] for r in scored] == [val[0]]
+  for key in ('dice_WT', 'hd95_WT', 'lesion_dice_WT', 'lesion_fp_WT'):
+    assert float(scored[0][key]) == pytest.approx(float(evaluated[0][key]))
