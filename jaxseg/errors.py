@@ -17,3 +17,25 @@ class InputError(Exception):
     self.where = str(where)
     self.problem = problem
     super().__init__(f"{self.where}: {problem}")
+
+
+def read_json_object(path: str, what: str, expected: str) -> dict:
+  """The JSON object in file `path`, or an InputError naming it.
+
+  Args:
+    path: the JSON file.
+    what: what the file is, for the message ('the datalist').
+    expected: what the object must hold, said when the file holds another
+      JSON value ('a "training" list').
+  """
+  import json   # pylint: disable=import-outside-toplevel
+  try:
+    with open(path, encoding='utf-8') as f:
+      data = json.load(f)
+  except json.JSONDecodeError as e:
+    raise InputError(path, f'malformed JSON: {e}') from None
+  except (OSError, UnicodeDecodeError) as e:
+    raise InputError(path, f'cannot read {what}: {e}') from None
+  if not isinstance(data, dict):
+    raise InputError(path, f'{what} must be a JSON object with {expected}')
+  return data

@@ -17,14 +17,13 @@ does. Every listed file must exist; each problem is one `InputError`.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Sequence
 
 from jaxseg.data.case import (MODALITIES, Case, canonical_modality,
                               label_convention)
 from jaxseg.data.formats import nifti
-from jaxseg.errors import InputError
+from jaxseg.errors import InputError, read_json_object
 
 SPLITS = ('training', 'validation', 'test')
 FILE_NAME = 'dataset.json'
@@ -46,16 +45,7 @@ def _case_id_from_path(path: str, modalities: Sequence[str]) -> str:
 
 def read(path: str) -> list[Case]:
   """The cases of a Decathlon/MONAI-style datalist `path` (module docstring)."""
-  try:
-    with open(path, encoding='utf-8') as f:
-      data = json.load(f)
-  except json.JSONDecodeError as e:
-    raise InputError(path, f'malformed JSON: {e}') from None
-  except (OSError, UnicodeDecodeError) as e:
-    raise InputError(path, f'cannot read the datalist: {e}') from None
-  if not isinstance(data, dict):
-    raise InputError(path, 'a datalist must be a JSON object with a '
-                     '"training" list')
+  data = read_json_object(path, 'the datalist', 'a "training" list')
   if not any(isinstance(data.get(s), list) for s in SPLITS):
     raise InputError(path, 'no "training", "validation" or "test" list of '
                      '{"image": ..., "label": ...} entries')

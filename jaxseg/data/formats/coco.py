@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 from typing import Any, Sequence
@@ -65,7 +64,7 @@ import numpy as np
 from jaxseg.data import formats
 from jaxseg.data import checks
 from jaxseg.data.case import BINARY_LABELS, Case, GREY, Volume
-from jaxseg.errors import InputError
+from jaxseg.errors import InputError, read_json_object
 
 ANNOTATIONS = '_annotations.coco.json'
 
@@ -256,16 +255,8 @@ def read_annotations(path: str, tumour_categories=None) -> CocoSet:
 @functools.lru_cache(maxsize=16)
 def _parse(path: str, mtime_ns: int, size: int, tumour_categories) -> CocoSet:
   del mtime_ns, size      # cache keys only
-  try:
-    with open(path, encoding='utf-8') as f:
-      data = json.load(f)
-  except json.JSONDecodeError as e:
-    raise InputError(path, f'malformed JSON: {e}') from None
-  except (OSError, UnicodeDecodeError) as e:
-    raise InputError(path, f'cannot read the COCO annotations: {e}') from None
-  if not isinstance(data, dict):
-    raise InputError(path, 'a COCO file must be a JSON object with "images", '
-                     '"annotations" and "categories"')
+  data = read_json_object(path, 'the COCO annotations',
+                          '"images", "annotations" and "categories"')
   for key in ('images', 'annotations', 'categories'):
     if not isinstance(data.get(key, []), list):
       raise InputError(path, f'"{key}" must be a list')

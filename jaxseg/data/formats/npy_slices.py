@@ -38,7 +38,6 @@ identity.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 from typing import Sequence
@@ -48,7 +47,7 @@ import numpy as np
 from jaxseg.data import checks
 from jaxseg.data.case import (BRATS19_LABELS, Case, MODALITIES, Volume,
                               canonical_modality, label_convention)
-from jaxseg.errors import InputError
+from jaxseg.errors import InputError, read_json_object
 
 LAYOUT = ('NumPy slices (<root>/images/<case>_<n>.npy + <root>/masks/'
           '<case>_<n>.npy, or <case>_<n>.npy + <case>_<n>_mask.npy; (H, W, C) '
@@ -201,16 +200,8 @@ def read_config(root: str) -> tuple[tuple[str, ...], tuple[int, ...],
   path = os.path.join(root, CONFIG)
   if not os.path.isfile(path):
     return DEFAULT_CHANNELS, BRATS19_LABELS, 4, ()
-  try:
-    with open(path, encoding='utf-8') as f:
-      data = json.load(f)
-  except json.JSONDecodeError as e:
-    raise InputError(path, f'malformed JSON: {e}') from None
-  except (OSError, UnicodeDecodeError) as e:
-    raise InputError(path, f'cannot read: {e}') from None
-  if not isinstance(data, dict):
-    raise InputError(path, 'must be a JSON object like {"channels": [...], '
-                     '"labels": {...}}')
+  data = read_json_object(path, 'the slice set description',
+                          '{"channels": [...], "labels": {...}}')
   channels = data.get('channels', list(DEFAULT_CHANNELS))
   if (not isinstance(channels, list) or not channels or
       not all(isinstance(c, str) and c.strip() for c in channels)):
