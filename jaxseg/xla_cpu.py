@@ -4,11 +4,11 @@ jaxlib 0.10 hands convolutions, matrix products, elementwise fusions and
 reductions on the CPU to its YNNPACK library (`__ynn_fusion` in the
 optimised HLO). For the 3x3 convolutions of the model zoo YNNPACK is slower
 than XLA's own (Eigen + oneDNN sgemm) convolution: ~2x on the forward pass
-and 4-14x on the weight gradient on a 2-core CPU (benchmarks/conv_grad.py).
+and 4-14x on the weight gradient on a 2-core CPU (docs/speed.md).
 Its elementwise fusions are slower than XLA's own loops too wherever a
 broadcast operand is involved (XLA materialises the broadcast for them): a
 GroupNorm + ReLU forward and backward 1.9x, a ResU-Net step 1.1x
-(docs/speed_attempts.md). Its matrix products and reductions are the
+(docs/speed.md). Its matrix products and reductions are the
 fastest there are here. JAXSEG_XLA_CPU picks:
 
   (unset)   YNNPACK for dots and reductions:

@@ -3,7 +3,7 @@
 XLA's CPU backend (jax 0.10) runs 3D convolutions several times slower than
 2D ones of the same arithmetic: a 3x3x3, 16->16 convolution on 2x32^3 takes
 ~7-10x longer forward and backward than the same work as 2D convolutions
-(benchmarks/layer_grad.py, docs/speed_attempts.md). So a stride-1,
+(benchmarks/layer_grad.py, docs/speed.md). So a stride-1,
 undilated, ungrouped channels-last 3D convolution with a kd x kh x kw kernel
 is computed from 2D convolutions of the depth slices,
 
