@@ -26,7 +26,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from typing import Any, Callable
 
 import flax
@@ -141,7 +140,10 @@ def export(config, workdir: str, output_dir: str | None = None,
   passes those chosen on the pooled folds); default: those the run chose on
   its validation cases, else its config's. The folder is written under a
   temporary name beside `output_dir` and renamed when complete; an existing
-  folder is replaced only then.
+  folder is replaced only then. With several processes every one calls this
+  (the weights are saved collectively) and process 0 alone writes the JSON
+  files and renames the folder; the processes must share `output_dir`'s
+  file system, as they share the workdir's for checkpoints.
   """
   from jaxseg import train  # pylint: disable=g-import-not-at-top
   output_dir = os.path.abspath(output_dir or os.path.join(workdir, 'model'))
@@ -149,26 +151,41 @@ def export(config, workdir: str, output_dir: str | None = None,
   mesh = parallel.make_mesh(config.get('mesh'))
   state = train.load_best_state(config, workdir, mesh)
   parent = os.path.dirname(output_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix='.export-', dir=parent)
+  # One name every process agrees on (not mkdtemp's random one).
+  tmp = os.path.join(parent, f'.export-{os.path.basename(output_dir)}.partial')
+  lead = jax.process_index() == 0
+  if lead:
+    os.makedirs(parent, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted export
+  _sync('export: start')
   try:
     weights = {'params': state.params, 'batch_stats': state.batch_stats}
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(os.path.join(tmp, WEIGHTS), weights)
     checkpointer.wait_until_finished()
-    with open(os.path.join(tmp, CONFIG), 'w') as f:
-      f.write(config.to_json_best_effort(indent=1))
-    settings = (postprocess or postprocess_lib.chosen(workdir) or
-                postprocess_lib.settings_of(config.postprocess))
-    with open(os.path.join(tmp, MANIFEST), 'w') as f:
-      json.dump(manifest(config, info, settings), f, indent=1)
-    if os.path.isdir(output_dir):
-      shutil.rmtree(output_dir)
-    os.rename(tmp, output_dir)
+    if lead:
+      with open(os.path.join(tmp, CONFIG), 'w') as f:
+        f.write(config.to_json_best_effort(indent=1))
+      settings = (postprocess or postprocess_lib.chosen(workdir) or
+                  postprocess_lib.settings_of(config.postprocess))
+      with open(os.path.join(tmp, MANIFEST), 'w') as f:
+        json.dump(manifest(config, info, settings), f, indent=1)
+      if os.path.isdir(output_dir):
+        shutil.rmtree(output_dir)
+      os.rename(tmp, output_dir)
   except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
+    if lead:
+      shutil.rmtree(tmp, ignore_errors=True)
     raise
+  _sync('export: done')
   return output_dir
+
+
+def _sync(name: str):
+  """Waits for every process (nothing to wait for with one)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
 
 
 def _check_folder(path: str) -> dict:

@@ -4,8 +4,9 @@
 
 Run by tests/test_multihost.py: once alone and as 2 processes on this
 machine (CPU collectives over gloo), on the same global batch. Every process
-trains, checkpoints with Orbax and restores; process 0 writes the restored
-parameters to OUT.npz.
+trains, checkpoints with Orbax and restores, trains on to the end of the
+epoch, exports the model folder (`model_folder.export`) and loads it;
+process 0 writes the restored and the exported parameters to OUT.npz.
 """
 
 import os
@@ -17,6 +18,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from conftest import load_config, tiny  # pylint: disable=g-import-not-at-top
+from jaxseg import model_folder
 from jaxseg import optim
 from jaxseg import parallel
 from jaxseg import train
@@ -59,9 +61,21 @@ def main(argv):
   moved = max(float(np.max(np.abs(a - b))) for a, b in zip(
       jax.tree.leaves(jax.device_get(restored.params)), jax.tree.leaves(initial)))
   assert loop.data_iterator, 'the data iterator position was not saved'
+  # Train on to the end of epoch 1 (a best checkpoint), export the model
+  # folder from every process, and read it back.
+  config.train.halt_after_steps = None
+  config.train.num_epochs = 1
+  train.train_and_evaluate(config, workdir)
+  folder = model_folder.export(config, workdir)
+  exported = model_folder.load(folder, mesh)
+  exported = jax.tree_util.tree_flatten_with_path(
+      jax.device_get(exported.state.params))[0]
   if jax.process_index() == 0:
     np.savez(out, **{jax.tree_util.keystr(k): v for k, v in params},
-             moved_from_init=np.asarray(moved))
+             **{'exported' + jax.tree_util.keystr(k): v for k, v in exported},
+             moved_from_init=np.asarray(moved),
+             partial_left=np.asarray(any(
+                 n.startswith('.export-') for n in os.listdir(workdir))))
   print('process', jax.process_index(), 'of', jax.process_count(), 'done')
 
 
