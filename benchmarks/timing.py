@@ -16,14 +16,18 @@ def median_time(fn: Callable[[], object], steps: int, warmup: int = 1) -> float:
 
 def median_times(fns: Mapping[str, Callable[[], object]], steps: int,
                  warmup: int = 1, pause: float = 0.0,
-                 clock: str = 'wall') -> dict:
+                 clock: str = 'wall', settle: int = 0) -> dict:
   """{name: median seconds of `steps` calls}, the calls interleaved.
 
   Each round calls every fn once, in order, so that a change of load on a
   shared machine falls on all of them alike (a ratio of two medians taken
   minutes apart on a busy machine can move by 2x). `pause` seconds of sleep
   before each timed call let the previous call's worker threads go idle
-  (OpenMP and Eigen spin for a while after a parallel region).
+  (OpenMP and Eigen spin for a while after a parallel region). `settle`
+  untimed calls of the same fn then run right before the timed one: after a
+  pause the worker threads (and on a VM the virtual cores) must wake up
+  again, which costs a millisecond-scale call ~10 ms here; settled, the
+  timed call sees threads as hot as they are between a train step's ops.
 
   clock='cpu' measures the process's CPU time instead of wall time: on a
   machine others load, and with the process pinned to one core
@@ -40,6 +44,8 @@ def median_times(fns: Mapping[str, Callable[[], object]], steps: int,
     for name, fn in fns.items():
       if pause:
         time.sleep(pause)
+      for _ in range(settle):
+        fn()
       t0 = now()
       fn()
       times[name].append(now() - t0)
