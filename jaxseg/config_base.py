@@ -176,6 +176,10 @@ def get_config():
   config.train.eval_batch_size = 64
   config.train.log_every_steps = 10
   config.train.checkpoint_every_steps = 0  # 0: at the end of every epoch only
+  # The validation metric whose best epoch is kept as the best checkpoint
+  # (the model that is evaluated and exported): val_<m> as for
+  # schedule.monitor; 'max' for dice and the other overlap scores, else 'min'.
+  config.train.best_by = 'val_loss'
   # Stop (as if pre-empted) after this many steps; rerunning resumes. 0: never.
   config.train.halt_after_steps = 0
   # 'float32', or 'bfloat16': the forward and backward pass in bf16 on

@@ -267,17 +267,32 @@ def monitor(schedule_config, names) -> tuple[str, str]:
   as '<split>/<metric>'. `monitor_mode` None gives 'max' for the MAX_METRICS
   (and their variants such as 'dice_per_slice') and 'min' otherwise.
   """
-  text = schedule_config.get('monitor', 'val_loss')
+  return _monitored(schedule_config.get('monitor', 'val_loss'),
+                    schedule_config.get('monitor_mode'), names,
+                    'config.schedule', ('train', 'val'))
+
+
+def best_by(train_config, names) -> tuple[str, str]:
+  """The logged validation scalar that picks the best checkpoint, and its mode.
+
+  `config.train.best_by` is 'val_<metric>' (e.g. 'val_loss', 'val_dice');
+  the mode follows the metric as in `monitor`.
+  """
+  return _monitored(train_config.get('best_by', 'val_loss'), None, names,
+                    'config.train', ('val',), key='best_by')
+
+
+def _monitored(text, mode, names, where, splits, key='monitor'):
   split, _, metric = text.partition('_')
-  if split not in ('train', 'val') or metric not in names:
-    raise InputError('config.schedule.monitor',
-                     f'{text!r} is not a logged metric; give train_<m> or '
-                     f'val_<m> with <m> one of: {", ".join(sorted(names))}')
-  mode = schedule_config.get('monitor_mode')
+  if split not in splits or metric not in names:
+    raise InputError(f'{where}.{key}',
+                     f'{text!r} is not a logged metric; give '
+                     f'{" or ".join(s + "_<m>" for s in splits)} with <m> one '
+                     f'of: {", ".join(sorted(names))}')
   if mode is None:
     mode = 'max' if metric.split('_')[0] in MAX_METRICS else 'min'
   if mode not in MODES:
-    raise InputError('config.schedule.monitor_mode',
+    raise InputError(f'{where}.monitor_mode',
                      f"{mode!r}: give 'min', 'max' or None (from the metric)")
   return f'{split}/{metric}', mode
 

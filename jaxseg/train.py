@@ -4,14 +4,15 @@ One run, as seed 002 trains:
 
     for each epoch: steps_per_epoch steps over augmented training slices
                     -> validation loss and metrics
-                    -> learning-rate schedule (reduce-on-plateau by default),
-                       best checkpoint, early stopping on config.schedule.monitor
+                    -> learning-rate schedule (reduce-on-plateau by default)
+                       and early stopping on config.schedule.monitor, best
+                       checkpoint on config.train.best_by
     restore the best checkpoint -> whole-volume evaluation of val and test
 
 Checkpoints (Orbax) live in `<workdir>/checkpoints/` (the latest; with the
 step, optimiser state, batch statistics, the loop's JSON state and the data
-iterator position) and `<workdir>/checkpoints_best/` (lowest validation
-loss). Rerunning the same command resumes from the latest and continues the
+iterator position) and `<workdir>/checkpoints_best/` (the best epoch by
+`train.best_by`: the lowest validation loss by default). Rerunning the same command resumes from the latest and continues the
 same random streams: dropout keys are `fold_in(key, step)`, and augmentation
 draws come from Grain's per-record generators (`config.augment.where`
 'host') or from `fold_in` of the step and the sample's row ('device', the
@@ -274,7 +275,8 @@ def eval_step(state: TrainState, batch: dict, *, loss_fn, activation: str):
 class LoopState:
   """The host-side part of a run that a checkpoint must restore (JSON)."""
   epoch: int = 0                 # completed epochs
-  best_val_loss: float = float('inf')
+  best_val_loss: float = float('inf')  # the best epoch's validation loss
+  best_value: float | None = None  # its config.train.best_by metric
   best_epoch: int = -1
   stopped_early: bool = False
   plateau: dict = dataclasses.field(default_factory=dict)
@@ -282,6 +284,18 @@ class LoopState:
   data_iterator: str = ''        # Grain iterator state (JSON)
   augment_where: str = ''        # 'host' or 'device': where augmentation ran
   train_seconds: float = 0.0
+
+
+def _better(value: float, best: float | None, mode: str) -> bool:
+  """True if `value` improves on `best` (None: nothing yet) in mode 'min'/'max'.
+
+  NaN never improves.
+  """
+  if value != value:  # NaN
+    return False
+  if best is None:
+    return True
+  return value < best if mode == 'min' else value > best
 
 
 def _checkpoint_managers(workdir: str):
@@ -420,6 +434,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   activation = preprocess.activation(config.data.label_mode)
   monitor_key, monitor_mode = optim.monitor(config.schedule,
                                             logged_metric_names(activation))
+  best_key, best_mode = optim.best_by(config.train,
+                                      logged_metric_names(activation))
   if losses.activation_of(config.loss) != activation:
     raise InputError('config.loss.name', f"'{config.loss.name}' applies a "
                      f'{losses.activation_of(config.loss)} to the logits, but '
@@ -467,6 +483,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if restored:
     state, loop = restored
     state = jax.device_put(state, replicated)
+    if loop.best_value is None and loop.best_epoch >= 0 and best_key == 'val/loss':
+      loop.best_value = loop.best_val_loss  # a checkpoint from before best_by
     logging.info('resumed from step %d (epoch %d)', int(state.step), loop.epoch)
   if (loop.augment_where and loop.augment_where != where
       and where_setting == 'auto'):
@@ -568,10 +586,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       loop.early_stopping = stopper.state()
     loop.data_iterator = json.dumps(iterator.get_state())
     loop.train_seconds = time.time() - t_start
-    # An improving epoch is written once, as the best; resuming takes the
-    # newer of the latest and the best checkpoint.
-    if val['loss'] < loop.best_val_loss:
-      loop.best_val_loss, loop.best_epoch = val['loss'], loop.epoch
+    # An improving epoch (config.train.best_by) is written once, as the
+    # best; resuming takes the newer of the latest and the best checkpoint.
+    if _better(scalars.get(best_key, float('nan')), loop.best_value, best_mode):
+      loop.best_value, loop.best_epoch = float(scalars[best_key]), loop.epoch
+      loop.best_val_loss = val['loss']
       save_checkpoint(best, state, loop)
     else:
       save_checkpoint(latest, state, loop)
@@ -587,6 +606,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = dict(best_epoch=best_loop.epoch, epochs_run=loop.epoch,
                  stopped_early=loop.stopped_early,
                  best_val_loss=loop.best_val_loss,
+                 best_by=config.train.best_by, best_value=loop.best_value,
                  train_seconds=loop.train_seconds, steps=step)
   results.update(evaluate.evaluate_workdir(config, workdir, state, mesh,
                                            eval_fn=p_eval))

@@ -498,3 +498,17 @@ def test_a_resumed_cosine_run_continues_exactly():
   assert rates_a + rates_b == straight_rates
   assert len(set(straight_rates)) == 8
   jax.tree.map(np.testing.assert_array_equal, resumed, straight)
+
+
+def test_best_by_key_and_mode():
+  names = ['loss', 'dice', 'iou']
+  train = ml_collections.ConfigDict({'best_by': 'val_dice'})
+  assert optim.best_by(train, names) == ('val/dice', 'max')
+  train.best_by = 'val_loss'
+  assert optim.best_by(train, names) == ('val/loss', 'min')
+
+
+@pytest.mark.parametrize('best_by', ['val_dise', 'train_loss', 'loss'])
+def test_best_checkpoint_only_by_a_validation_metric(best_by):
+  with pytest.raises(InputError, match='config.train.best_by'):
+    optim.best_by(ml_collections.ConfigDict({'best_by': best_by}), ['loss', 'dice'])

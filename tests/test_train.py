@@ -68,6 +68,32 @@ def test_a_run_writes_its_results(straight_run):
   assert 'images/s' in log and 'min left' in log
 
 
+def _val_curve(workdir, metric):
+  epochs = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return {r['epoch']: r[f'val/{metric}'] for r in epochs if 'epoch' in r}
+
+
+def test_the_best_checkpoint_is_the_best_logged_epoch(straight_run, tmp_path, cache_dir):
+  # Default train.best_by='val_loss': the epoch of the lowest logged loss.
+  workdir, _ = straight_run
+  results = json.loads((workdir / 'results.json').read_text())
+  loss = _val_curve(workdir, 'loss')
+  assert results['best_epoch'] == min(loss, key=loss.get)
+  assert results['best_value'] == pytest.approx(min(loss.values()))
+  # By validation Dice: the epoch of the highest logged Dice, and that is
+  # the checkpoint the final evaluation scored (its val loss is logged).
+  workdir = tmp_path / 'by_dice'
+  _main(workdir, '--config.train.num_epochs=3', '--config.train.best_by=val_dice',
+        '--config.optimizer.learning_rate=0.003')
+  results = json.loads((workdir / 'results.json').read_text())
+  dice, loss = _val_curve(workdir, 'dice'), _val_curve(workdir, 'loss')
+  best = max(dice, key=dice.get)
+  assert results['best_by'] == 'val_dice' and results['best_epoch'] == best
+  assert results['best_value'] == pytest.approx(dice[best])
+  assert results['best_val_loss'] == pytest.approx(loss[best])
+  assert _params(workdir)[0] >= 2 * best  # steps_per_epoch=2
+
+
 def test_resume_continues_exactly(straight_run, tmp_path, cache_dir):
   """N steps straight == N/2 steps, a fresh process resuming, N/2 more."""
   workdir, _ = straight_run
