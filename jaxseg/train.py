@@ -12,11 +12,12 @@ One run, as seed 002 trains:
 Checkpoints (Orbax) live in `<workdir>/checkpoints/` (the latest; with the
 step, optimiser state, batch statistics, the loop's JSON state and the data
 iterator position) and `<workdir>/checkpoints_best/` (the best epoch by
-`train.best_by`: the lowest validation loss by default). Rerunning the same command resumes from the latest and continues the
-same random streams: dropout keys are `fold_in(key, step)`, and augmentation
-draws come from Grain's per-record generators (`config.augment.where`
-'host') or from `fold_in` of the step and the sample's row ('device', the
-chain jitted into the train step).
+`train.best_by`: the lowest validation loss by default). Rerunning the same
+command resumes from the latest and continues the same random streams:
+dropout keys are `fold_in(key, step)`, and augmentation draws come from
+Grain's per-record generators (`config.augment.where` 'host') or from
+`fold_in` of the step and the sample's row ('device', the chain jitted into
+the train step).
 """
 
 import dataclasses
