@@ -4,6 +4,8 @@
 with status 2 before anything is written to the workdir.
 """
 
+import json
+
 
 class InputError(Exception):
   """Bad user input: a missing or corrupt file, a wrong shape, a bad config key.
@@ -28,7 +30,6 @@ def read_json_object(path: str, what: str, expected: str) -> dict:
     expected: what the object must hold, said when the file holds another
       JSON value ('a "training" list').
   """
-  import json   # pylint: disable=import-outside-toplevel
   try:
     with open(path, encoding='utf-8') as f:
       data = json.load(f)

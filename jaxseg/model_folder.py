@@ -38,7 +38,7 @@ from jaxseg import config_base
 from jaxseg import parallel
 from jaxseg import postprocess as postprocess_lib
 from jaxseg.data import preprocess
-from jaxseg.errors import InputError
+from jaxseg.errors import InputError, read_json_object
 
 FORMAT = 'jaxseg-model'
 VERSION = 1
@@ -195,11 +195,8 @@ def _check_folder(path: str) -> dict:
       raise InputError(os.path.join(path, name), 'missing: not a complete '
                        f'jaxseg model folder (it needs {", ".join(FILES)})')
   where = os.path.join(path, MANIFEST)
-  try:
-    with open(where) as f:
-      info = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise InputError(where, f'cannot read the model description: {e}') from None
+  info = read_json_object(where, 'the model description',
+                          '"format", "version" and the model\'s settings')
   if info.get('format') != FORMAT:
     raise InputError(where, f'is not a jaxseg model description (format '
                      f'{info.get("format")!r})')

@@ -433,10 +433,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   loss_fn = losses.build(config.loss)
   optim.check_config(config)
   activation = preprocess.activation(config.data.label_mode)
-  monitor_key, monitor_mode = optim.monitor(config.schedule,
-                                            logged_metric_names(activation))
-  best_key, best_mode = optim.best_by(config.train,
-                                      logged_metric_names(activation))
+  logged = logged_metric_names(activation)
+  monitor_key, monitor_mode = optim.monitor(config.schedule, logged)
+  best_key, best_mode = optim.best_by(config.train, logged)
   if losses.activation_of(config.loss) != activation:
     raise InputError('config.loss.name', f"'{config.loss.name}' applies a "
                      f'{losses.activation_of(config.loss)} to the logits, but '
