@@ -14,6 +14,7 @@ import jax
 from jaxseg import xla_cpu
 from jaxseg.config_flags import UnknownField
 from jaxseg.errors import InputError
+from jaxseg.errors import check_writable_folder
 
 FLAGS = flags.FLAGS
 
@@ -56,12 +57,22 @@ def parse_flags(argv):
   return argv
 
 
+# The folder of jaxseg's own modules (this package), with a trailing separator.
+_PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '')
+
+
 class _OwnInfoOnly(std_logging.Filter):
-  """Keeps INFO lines of jaxseg; libraries (orbax, jax, grain) log WARNING and up."""
+  """Keeps INFO lines of jaxseg; libraries (orbax, jax, grain) log WARNING and up.
+
+  absl sends every library's lines through one logger ('absl'), so the name
+  cannot tell them apart: a line is jaxseg's when the module that logged it
+  is a file of this package. (Any path merely containing 'jaxseg', such as a
+  virtualenv inside a clone named jaxseg, is not.)
+  """
 
   def filter(self, record):
     return (record.levelno >= std_logging.WARNING or
-            f'{os.sep}jaxseg{os.sep}' in record.pathname)
+            os.path.abspath(record.pathname).startswith(_PACKAGE_DIR))
 
 
 def setup() -> None:
@@ -78,14 +89,18 @@ def setup() -> None:
   jax.config.update('jax_compilation_cache_dir', os.path.join(cache, 'xla'))
 
 
-def run_in_workdir(workdir: str | None, fn: Callable[[], Any]) -> Any:
+def run_in_workdir(workdir: str | None, fn: Callable[[], Any],
+                   writes: bool = True) -> Any:
   """fn(); on bad input one `jaxseg: error:` line, exit 2, and no new workdir.
 
-  A workdir that did not exist before fn() ran is removed, so a refused run
-  leaves nothing half-written behind.
+  With `writes`, the workdir (created if needed) must be writable before
+  fn() starts. A workdir that did not exist before fn() ran is removed, so a
+  refused run leaves nothing half-written behind.
   """
   existed = workdir is None or os.path.exists(workdir)
   try:
+    if workdir is not None and writes:
+      check_writable_folder(workdir, 'the workdir')
     return fn()
   except InputError as e:
     if not existed and os.path.isdir(workdir):

@@ -5,6 +5,8 @@ with status 2 before anything is written to the workdir.
 """
 
 import json
+import os
+import tempfile
 
 
 class InputError(Exception):
@@ -40,3 +42,26 @@ def read_json_object(path: str, what: str, expected: str) -> dict:
   if not isinstance(data, dict):
     raise InputError(path, f'{what} must be a JSON object with {expected}')
   return data
+
+
+def check_writable_folder(folder: str, what: str = 'the output folder') -> None:
+  """Creates `folder` if needed; InputError unless a file can be written there.
+
+  Called before any work, so that a read-only mount or a path that names a
+  file fails in one line instead of after the work.
+  """
+  if os.path.exists(folder) and not os.path.isdir(folder):
+    raise InputError(folder, f'is a file, not a folder: {what} must be a folder')
+  parent = os.path.dirname(os.path.abspath(folder))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise InputError(folder, f'cannot write {what}: {parent} is a file, not a '
+                     'folder')
+  try:
+    os.makedirs(folder, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix='.probe-', dir=folder)
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise InputError(folder, f'cannot write {what}: {e.strerror or e}') from None

@@ -57,6 +57,7 @@ from jaxseg.data import pipeline
 from jaxseg.data import preprocess
 from jaxseg.data import sources
 from jaxseg.errors import InputError
+from jaxseg.errors import check_writable_folder
 
 SCORES = ('dice', 'iou', 'precision', 'recall')
 # Surface distances in mm (hausdorff and nsd are computed alongside).
@@ -447,7 +448,7 @@ def evaluate_input(config, workdir: str, state, mesh, input_path: str,
     raise InputError(input_path, f'case {unlabeled[0]} has no label file: '
                      'evaluation needs labels (use --mode=predict)')
   predict.check_mc_model(state, config)
-  predict.check_output_folder(output_dir)
+  check_writable_folder(output_dir)
   result = evaluate_split([predict.workdir_model(config, workdir, state)],
                           cases, mesh, png_dir=os.path.join(output_dir, 'cases'))
   summary = summarize_rows(result.rows)

@@ -111,7 +111,8 @@ def main(argv):
                  jax.process_index(), jax.process_count())
     return run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.input,
                FLAGS.output, FLAGS.benchmark_steps)
-  cli.run_in_workdir(FLAGS.workdir, start)
+  # --mode=predict only reads the workdir; the others write into it.
+  cli.run_in_workdir(FLAGS.workdir, start, writes=FLAGS.mode != 'predict')
 
 
 if __name__ == '__main__':

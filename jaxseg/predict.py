@@ -67,6 +67,7 @@ from jaxseg import uncertainty
 from jaxseg.data import preprocess
 from jaxseg.data import sources
 from jaxseg.errors import InputError
+from jaxseg.errors import check_writable_folder
 
 # The per-case uncertainty files of Monte-Carlo dropout.
 MC_FILES = dict(mean='mc_mean', std='mc_std', entropy='entropy',
@@ -281,18 +282,6 @@ def _umask() -> int:
   return mask
 
 
-def check_output_folder(folder: str) -> None:
-  """Creates `folder` if needed; InputError if it cannot be written."""
-  try:
-    os.makedirs(folder, exist_ok=True)
-    fd, probe = tempfile.mkstemp(prefix='.probe-', dir=folder)
-    os.close(fd)
-    os.remove(probe)
-  except OSError as e:
-    raise InputError(folder, f'cannot write the output folder: '
-                     f'{e.strerror or e}') from None
-
-
 def display_channel(modalities) -> int:
   """The channel to draw under overlays: FLAIR if present, else the first."""
   names = [sources.canonical_modality(m) for m in modalities]
@@ -496,7 +485,7 @@ def run_predict(config, workdir: str, input_path: str, output_dir: str,
   mesh = parallel.make_mesh(config.get('mesh'))
   state = load_state(config, workdir, mesh)
   check_mc_model(state, config)
-  check_output_folder(output_dir)
+  check_writable_folder(output_dir)
   return predict_cases([workdir_model(config, workdir, state)], mesh, cases,
                        output_dir)
 
@@ -539,7 +528,7 @@ def run_models(model_dirs: list[str], input_path: str, output_dir: str,
   cases = input_cases(input_path, models[0].config.data)
   for model in models:
     check_mc_model(model.state, model.config)
-  check_output_folder(output_dir)
+  check_writable_folder(output_dir)
   return predict_cases(models, first, cases, output_dir, score=score)
 
 

@@ -34,8 +34,9 @@ from flax.training import train_state
 import jax
 import jax.numpy as jnp
 import ml_collections
-import orbax.checkpoint as ocp
+import numpy as np
 
+from jaxseg import checkpoints
 from jaxseg import config_base
 from jaxseg import evaluate
 from jaxseg import losses
@@ -283,8 +284,25 @@ class LoopState:
   plateau: dict = dataclasses.field(default_factory=dict)
   early_stopping: dict = dataclasses.field(default_factory=dict)
   data_iterator: str = ''        # Grain iterator state (JSON)
+  epoch_metrics: list = dataclasses.field(default_factory=list)  # see below
   augment_where: str = ''        # 'host' or 'device': where augmentation ran
   train_seconds: float = 0.0
+
+
+def metrics_to_json(merged) -> list:
+  """The leaves of merged step metrics as [dtype, values] pairs (exact in JSON).
+
+  A checkpoint inside an epoch keeps the epoch's metrics so far, so that a
+  resumed run logs the same epoch averages as an uninterrupted one.
+  """
+  return [[str(np.asarray(x).dtype), np.asarray(x).tolist()]
+          for x in jax.tree.leaves(jax.device_get(merged))]
+
+
+def metrics_from_json(leaves: list, like):
+  """metrics_to_json's inverse, with the tree structure of metrics `like`."""
+  return jax.tree.unflatten(jax.tree.structure(like),
+                            [np.asarray(v, dtype) for dtype, v in leaves])
 
 
 def _better(value: float, best: float | None, mode: str) -> bool:
@@ -299,33 +317,8 @@ def _better(value: float, best: float | None, mode: str) -> bool:
   return value < best if mode == 'min' else value > best
 
 
-def _checkpoint_managers(workdir: str):
-  # Async: arrays are copied to the host, then written while training goes on.
-  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
-                                         enable_async_checkpointing=True)
-  names = ('state', 'loop')
-  return (ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
-                                options=options, item_names=names),
-          ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints_best'),
-                                options=options, item_names=names))
-
-
 def save_checkpoint(manager, state: TrainState, loop: LoopState) -> None:
-  manager.save(int(state.step), args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      loop=ocp.args.JsonSave(dataclasses.asdict(loop))), force=True)
-
-
-def restore_checkpoint(manager, state: TrainState):
-  """(state, LoopState) from the manager's latest step, or None if it has none."""
-  manager.wait_until_finished()
-  step = manager.latest_step()
-  if step is None:
-    return None
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract), loop=ocp.args.JsonRestore()))
-  return restored['state'], LoopState(**restored['loop'])
+  checkpoints.save(manager, state, dataclasses.asdict(loop))
 
 
 PARAMETER_TABLE = 'parameters.txt'
@@ -476,16 +469,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                f'{sum(x.size for x in jax.tree.leaves(state.params)):,}',
                image_shape, os.path.join(workdir, PARAMETER_TABLE))
 
-  latest, best = _checkpoint_managers(workdir)
   loop = LoopState()
-  newest = max((latest, best), key=lambda m: m.latest_step() or -1)
-  restored = restore_checkpoint(newest, state)
+  restored = checkpoints.restore_newest(workdir, state, config.model.name)
   if restored:
-    state, loop = restored
+    state, loop_json, _ = restored
+    loop = LoopState(**loop_json)
     state = jax.device_put(state, replicated)
     if loop.best_value is None and loop.best_epoch >= 0 and best_key == 'val/loss':
       loop.best_value = loop.best_val_loss  # a checkpoint from before best_by
     logging.info('resumed from step %d (epoch %d)', int(state.step), loop.epoch)
+  latest = checkpoints.manager(workdir, checkpoints.LATEST)
+  best = checkpoints.manager(workdir, checkpoints.BEST)
+  if loop.best_epoch >= 0 and best.latest_step() is None:
+    logging.warning('the best checkpoint (epoch %d) was set aside as damaged: '
+                    'the next validation starts a new best', loop.best_epoch)
+    loop.best_value, loop.best_epoch = None, -1
   if (loop.augment_where and loop.augment_where != where
       and where_setting == 'auto'):
     # 'auto' keeps the placement the run started with: the host and the
@@ -523,7 +521,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   p_eval = jax.jit(functools.partial(eval_step, loss_fn=loss_fn,
                                      activation=activation))
   total_steps = steps_per_epoch * config.train.num_epochs
-  writer = writers.MetricWriter(workdir)
+  writer = writers.MetricWriter(workdir, start_step=int(state.step))
   progress = Progress(total_steps, config.train.batch_size, int(state.step))
   halt_at = config.train.halt_after_steps
   every = config.train.checkpoint_every_steps
@@ -535,13 +533,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     first_batch = parallel.to_global(next(iterator), mesh)
     p_train = compile_step(p_train, state, first_batch, dropout_key)
   while loop.epoch < config.train.num_epochs and not loop.stopped_early:
-    epoch_metrics = None
+    epoch_metrics, partial = None, loop.epoch_metrics
     while step < (loop.epoch + 1) * steps_per_epoch:
       if first_batch is not None:
         batch, first_batch = first_batch, None
       else:
         batch = parallel.to_global(next(iterator), mesh)
       state, step_metrics = p_train(state, batch, dropout_key)
+      if epoch_metrics is None and partial:  # resumed inside this epoch
+        epoch_metrics = metrics_from_json(partial, step_metrics)
       epoch_metrics = (step_metrics if epoch_metrics is None
                        else epoch_metrics.merge(step_metrics))
       step += 1
@@ -552,6 +552,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       interrupted = halt_at and step >= halt_at
       if (every and step % every == 0) or interrupted:
         loop.data_iterator = json.dumps(iterator.get_state())
+        loop.epoch_metrics = metrics_to_json(epoch_metrics)
         loop.train_seconds = time.time() - t_start
         save_checkpoint(latest, state, loop)
       if interrupted:
@@ -562,6 +563,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # End of an epoch: validate, schedule, checkpoint.
     loop.epoch += 1
+    loop.epoch_metrics = []
     val = evaluate.slice_metrics(p_eval, state, val_source,
                                  config.train.eval_batch_size, mesh)
     lr = optim.get_learning_rate(state.opt_state)
@@ -598,12 +600,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       logging.info('early stopping after epoch %d (best epoch %d)',
                    loop.epoch, loop.best_epoch)
   writer.close()
+  if best.latest_step() is None:
+    # The best was set aside as damaged and no epoch since improved on it.
+    loop.best_epoch, loop.best_val_loss = loop.epoch, float('nan')
+    save_checkpoint(best, state, loop)
   latest.wait_until_finished()
+  best.wait_until_finished()
 
   # The best checkpoint is the model that is tested.
-  state, best_loop = restore_checkpoint(best, state)
+  state, best_loop = checkpoints.restore_best(workdir, state, config.model.name)
   state = jax.device_put(state, replicated)
-  results = dict(best_epoch=best_loop.epoch, epochs_run=loop.epoch,
+  results = dict(best_epoch=best_loop['epoch'], epochs_run=loop.epoch,
                  stopped_early=loop.stopped_early,
                  best_val_loss=loop.best_val_loss,
                  best_by=config.train.best_by, best_value=loop.best_value,
@@ -614,30 +621,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with open(os.path.join(workdir, 'results.json'), 'w') as f:
       json.dump(results, f, indent=1)
     plots.plot_curves(os.path.join(workdir, 'metrics.jsonl'),
-                      os.path.join(workdir, 'curves.png'), best_loop.epoch)
+                      os.path.join(workdir, 'curves.png'), best_loop['epoch'])
   return results
 
 
 def load_best_state(config: ml_collections.ConfigDict, workdir: str, mesh):
   """The best checkpoint of a workdir as a TrainState on `mesh` (for --mode=evaluate)."""
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints_best')):
-    raise InputError(workdir, 'has no best checkpoint (checkpoints_best/): train first')
   model = build_model(config)
   tx = optim.build(config.optimizer)
   # Shapes only: the checkpoint supplies every value (no init to compile,
   # no training data needed).
   state = abstract_train_state(model, tx, predict.model_input_shape(config))
-  _, best = _checkpoint_managers(workdir)
-  where = os.path.join(workdir, 'checkpoints_best')
-  try:
-    restored = restore_checkpoint(best, state)
-  except (ValueError, KeyError, TypeError) as e:
-    reason = ' '.join(str(e).split())[:300]
-    raise InputError(where, f"does not match the config's model "
-                     f"'{config.model.name}' ({reason})") from None
-  if restored is None:
-    raise InputError(where, 'holds no checkpoint: train first')
-  return jax.device_put(restored[0], parallel.replicated(mesh))
+  state, _ = checkpoints.restore_best(workdir, state, config.model.name)
+  return jax.device_put(state, parallel.replicated(mesh))
 
 
 def make_eval_fn(config):

@@ -11,16 +11,44 @@ import time
 import jax
 
 
-class MetricWriter:
-  """Writes scalars to `<workdir>/tensorboard/` and `<workdir>/metrics.jsonl`."""
+def keep_records_until(path: str, step: int) -> None:
+  """Drops the records of a metrics.jsonl after `step` (atomically).
 
-  def __init__(self, workdir: str):
+  A run resumed from the checkpoint of `step` replays the steps after it and
+  writes their records again: without this, the file would hold them twice.
+  """
+  if not os.path.exists(path):
+    return
+  with open(path, encoding='utf-8') as f:
+    lines = f.readlines()
+  kept = [line for line in lines
+          if line.strip() and json.loads(line).get('step', 0) <= step]
+  if len(kept) == len(lines):
+    return
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    f.writelines(kept)
+  os.replace(tmp, path)
+
+
+class MetricWriter:
+  """Writes scalars to `<workdir>/tensorboard/` and `<workdir>/metrics.jsonl`.
+
+  `start_step` is the step the run starts (or resumes) from: records after
+  it, left by an interrupted run, are dropped from metrics.jsonl and hidden
+  from TensorBoard (its purge_step), so both show the run once.
+  """
+
+  def __init__(self, workdir: str, start_step: int = 0):
     self._active = jax.process_index() == 0
     if not self._active:
       return
     from tensorboardX import SummaryWriter
-    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+    path = os.path.join(workdir, 'metrics.jsonl')
+    keep_records_until(path, start_step)
+    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'),
+                             purge_step=start_step + 1)
+    self._jsonl = open(path, 'a')
 
   def write_scalars(self, step: int, scalars: dict) -> None:
     if not self._active:

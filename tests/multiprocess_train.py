@@ -18,6 +18,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from conftest import load_config, tiny  # pylint: disable=g-import-not-at-top
+from jaxseg import checkpoints
 from jaxseg import model_folder
 from jaxseg import optim
 from jaxseg import parallel
@@ -53,8 +54,8 @@ def main(argv):
       train.create_train_state(model, tx, init_key, source_shape),
       parallel.replicated(mesh))
   initial = jax.device_get(state.params)
-  latest, _ = train._checkpoint_managers(workdir)  # pylint: disable=protected-access
-  restored, loop = train.restore_checkpoint(latest, state)
+  restored, loop_json, _ = checkpoints.restore_newest(workdir, state)
+  loop = train.LoopState(**loop_json)
   assert int(restored.step) == steps, int(restored.step)
   params = jax.tree_util.tree_flatten_with_path(
       jax.device_get(restored.params))[0]

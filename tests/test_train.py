@@ -105,12 +105,45 @@ def test_resume_continues_exactly(straight_run, tmp_path, cache_dir):
   assert not (resumed / 'results.json').exists()
   log = _main(resumed, '--config.train.num_epochs=3')
   assert 'resumed from step 3' in log
-  step_a, params_a, opt_a = _params(workdir)
+  _assert_same_run(workdir, resumed)
+
+
+def _records(workdir):
+  """metrics.jsonl without its wall-clock times."""
+  return [{k: v for k, v in json.loads(l).items() if k != 'time'}
+          for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+
+
+def _assert_same_run(straight, resumed):
+  """Same final parameters and optimiser state, and the same metrics.jsonl:
+  one record per step and epoch, the epoch averages over all its steps."""
+  step_a, params_a, opt_a = _params(straight)
   step_b, params_b, opt_b = _params(resumed)
   assert step_a == step_b == 6
   for a, b in zip(*(map(np.asarray, __import__('jax').tree.leaves(t))
                     for t in ((params_a, opt_a), (params_b, opt_b)))):
     np.testing.assert_array_equal(a, b)
+  assert _records(resumed) == _records(straight)
+
+
+def test_a_damaged_latest_checkpoint_resumes_from_the_best(straight_run, tmp_path,
+                                                         cache_dir):
+  """The latest checkpoint's array data truncated: the run resumes from the
+  best one (an epoch earlier), sets the damaged one aside with one warning,
+  and ends as the uninterrupted run."""
+  workdir, _ = straight_run
+  resumed = tmp_path / 'resumed'
+  _main(resumed, '--config.train.num_epochs=3', '--config.train.halt_after_steps=5')
+  data = resumed / 'checkpoints' / '5' / 'state' / 'ocdbt.process_0' / 'd'
+  largest = max(data.iterdir(), key=lambda p: p.stat().st_size)
+  largest.write_bytes(largest.read_bytes()[:1000])
+  log = _main(resumed, '--config.train.num_epochs=3')
+  warnings = [l for l in log.splitlines() if 'set aside' in l]
+  assert len(warnings) == 1 and 'checkpoints/5 cannot be restored' in warnings[0]
+  assert 'Traceback' not in log
+  assert (resumed / 'checkpoints_damaged' / 'checkpoints_5' / 'state').is_dir()
+  assert 'resumed from step 4' in log   # epoch 2's end: the best then
+  _assert_same_run(workdir, resumed)
 
 
 def _step_losses(workdir):
