@@ -63,8 +63,8 @@ SCORES = ('dice', 'iou', 'precision', 'recall')
 # Surface distances in mm (hausdorff and nsd are computed alongside).
 SURFACE_SCORES = ('hd95', 'assd')
 # Class names on the confusion-matrix axes.
-BRATS_CLASS_NAMES = {0: 'BG', 1: 'NCR', 2: 'ED', 3: 'ET', 4: 'ET'}
-BINARY_CLASS_NAMES = {0: 'BG', 1: 'tumour'}
+BRATS_CLASS_NAMES = plots.BRATS_CLASS_NAMES
+BINARY_CLASS_NAMES = plots.BINARY_CLASS_NAMES
 
 
 def slice_metrics(eval_fn, state, source: pipeline.SliceSource, batch_size: int,

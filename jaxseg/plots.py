@@ -1,10 +1,11 @@
-"""PNG figures of a run: training curves, per-case score boxes, confusion matrix."""
+"""PNG figures: training curves, score boxes, confusion matrix, overlays."""
 
 import json
 import os
 
 import matplotlib
 matplotlib.use('Agg')
+import matplotlib.patches  # pylint: disable=g-import-not-at-top
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
@@ -194,6 +195,12 @@ def plot_confusion(counts, names, out_path: str, title: str = '') -> np.ndarray:
 LABEL_COLORS = {1: (1.0, 0.15, 0.15), 2: (0.2, 0.85, 0.2), 3: (1.0, 0.9, 0.1),
                 4: (1.0, 0.9, 0.1)}
 OVERLAY_ALPHA = 0.45
+# Names of the label values in the overlay legends, as on evaluate's
+# confusion-matrix axes: BraTS sub-regions, or a binary mask's tumour.
+BRATS_CLASS_NAMES = {0: 'BG', 1: 'NCR', 2: 'ED', 3: 'ET', 4: 'ET'}
+BINARY_CLASS_NAMES = {0: 'BG', 1: 'tumour'}
+# Height kept free under the panels for the legend.
+LEGEND_INCHES = 0.3
 
 
 def largest_tumour_slice(*labels, brain=None) -> int:
@@ -240,6 +247,36 @@ def uncertainty_rgba(uncertainty: np.ndarray, brain: np.ndarray,
   return rgba
 
 
+def legend_entries(*label_maps, names=None) -> list[tuple[str, tuple]]:
+  """('NAME (value)', RGB colour) of each coloured label value in the maps.
+
+  Args:
+    *label_maps: label maps of any shape (None: skipped), as drawn.
+    names: {value: name}; None: `BRATS_CLASS_NAMES`.
+
+  Only values present in a map are listed, ascending.
+  """
+  names = BRATS_CLASS_NAMES if names is None else names
+  present = set()
+  for label in label_maps:
+    if label is not None:
+      present.update(int(v) for v in np.unique(label))
+  return [(f"{names.get(v, 'label')} ({v})", LABEL_COLORS[v])
+          for v in sorted(present & set(LABEL_COLORS))]
+
+
+def add_label_legend(fig, entries) -> None:
+  """Lays `fig` out with a legend of `legend_entries` under its panels."""
+  if not entries:
+    fig.tight_layout()
+    return
+  handles = [matplotlib.patches.Patch(color=color, label=text)
+             for text, color in entries]
+  fig.legend(handles=handles, loc='lower center', ncol=len(handles),
+             fontsize=8, frameon=False)
+  fig.tight_layout(rect=(0, LEGEND_INCHES / fig.get_figheight(), 1, 1))
+
+
 def _show(ax, image, overlay=None, title=''):
   ax.imshow(np.rot90(image), cmap='gray')
   if overlay is not None:
@@ -248,23 +285,9 @@ def _show(ax, image, overlay=None, title=''):
   ax.axis('off')
 
 
-def plot_case(image: np.ndarray, label, pred: np.ndarray, out_path: str,
-              uncertainty=None, title: str = '', z: int | None = None) -> int:
-  """One case's axial slice: input, input + label, input + prediction, uncertainty.
-
-  Args:
-    image: (H, W, D) one input channel.
-    label: (H, W, D) label map or None (the panel is left out).
-    pred: (H, W, D) predicted label map, same convention as `label`.
-    out_path: the PNG to write.
-    uncertainty: optional (H, W, D) map (e.g. predictive entropy), drawn with
-      a colour bar.
-    z: the slice; None: the one of largest tumour extent in the label (else
-      the prediction).
-
-  Returns:
-    The slice index drawn.
-  """
+def case_figure(image: np.ndarray, label, pred: np.ndarray, uncertainty=None,
+                title: str = '', z: int | None = None, names=None):
+  """The figure of `plot_case` and the slice drawn: (figure, z)."""
   if z is None:
     z = largest_tumour_slice(label, pred, brain=image != 0)
   panels = [('input', None)]
@@ -289,6 +312,31 @@ def plot_case(image: np.ndarray, label, pred: np.ndarray, out_path: str,
     ax.axis('off')
     fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04)
   fig.suptitle(f'{title}  axial slice {z}', fontsize=10)
-  fig.tight_layout()
+  add_label_legend(fig, legend_entries(*(o for _, o in panels), names=names))
+  return fig, z
+
+
+def plot_case(image: np.ndarray, label, pred: np.ndarray, out_path: str,
+              uncertainty=None, title: str = '', z: int | None = None,
+              names=None) -> int:
+  """One case's axial slice: input, input + label, input + prediction, uncertainty.
+
+  Args:
+    image: (H, W, D) one input channel.
+    label: (H, W, D) label map or None (the panel is left out).
+    pred: (H, W, D) predicted label map, same convention as `label`.
+    out_path: the PNG to write.
+    uncertainty: optional (H, W, D) map (e.g. predictive entropy), drawn with
+      a colour bar.
+    z: the slice; None: the one of largest tumour extent in the label (else
+      the prediction).
+    names: {label value: name} of the legend under the panels, which lists
+      the values drawn on this slice (`legend_entries`); None: BraTS names
+      (`BINARY_CLASS_NAMES` for binary masks).
+
+  Returns:
+    The slice index drawn.
+  """
+  fig, z = case_figure(image, label, pred, uncertainty, title, z, names)
   _save(fig, out_path)
   return z

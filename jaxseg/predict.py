@@ -293,7 +293,7 @@ def write_case_png(volume: sources.Volume, pred_label: np.ndarray, path: str,
   """`path`: the input with label and prediction on the slice of largest tumour.
 
   In binary label mode a sub-region label is drawn as its whole tumour, as
-  the model sees it.
+  the model sees it, and the legend names it 'tumour'.
   """
   label = volume.label
   if label is not None and label_mode == 'binary':
@@ -301,7 +301,9 @@ def write_case_png(volume: sources.Volume, pred_label: np.ndarray, path: str,
   uncertainty_map = None if output is None else output.entropy
   plots.plot_case(volume.image[..., display_channel(volume.modalities)],
                   label, pred_label, path, uncertainty=uncertainty_map,
-                  title=volume.case_id)
+                  title=volume.case_id,
+                  names=(plots.BINARY_CLASS_NAMES if label_mode == 'binary'
+                         else plots.BRATS_CLASS_NAMES))
 
 
 def write_case(volume: sources.Volume, case: sources.Case, output: CaseOutput,

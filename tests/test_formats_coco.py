@@ -339,6 +339,7 @@ def test_exported_jpegs_with_chroma_noise_and_a_mark_read_as_grey(tmp_path):
   case = _by_id(tmp_path)['c']
   big = np.kron(slices[2][0], np.ones((4, 4), np.uint8))    # 256 x 256
   _exported_jpeg(case.images['grey'], big)
+  coco.take_tinted()
   _edit_json(tmp_path, 'train', lambda d: [
       im.update(height=256, width=256) for im in d['images']
       if im['file_name'] == 'c.jpg'])
@@ -352,6 +353,7 @@ def test_exported_jpegs_with_chroma_noise_and_a_mark_read_as_grey(tmp_path):
   luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
   np.testing.assert_allclose(got, luma, atol=0.5 + 1e-6)
   # The tolerance is the config's: a strict one refuses the same file.
+  assert coco.take_tinted() == []        # grey, not a tinted grey
   config = load_config('coco_cnn_simple')
   config.data.formats.coco.grey_tolerance = 2
   strict = sources.discover_cases(str(tmp_path), config.data.formats)
@@ -367,6 +369,131 @@ def test_a_colour_photograph_is_still_refused(tmp_path):
   Image.fromarray(rgb).save(case.images['grey'])
   with pytest.raises(InputError, match=r'colour image \(RGB: 9\d\.\d% of the'):
     sources.load_case(case, ('grey',))
+
+
+# ------------------------------------------------- tinted grey exports
+
+
+@functools.lru_cache(maxsize=None)
+def _grey_mri(kind):
+  """A uint8 grey slice with black margins, as the export's images are.
+
+  'real': tcga_4mod's FLAIR on its largest tumour section, 240 x 240 padded
+  to 336 x 336; 'synthetic': a 64 x 64 synthetic slice at 4x, padded to 512.
+  Either way ~15 % of the pixels are brighter than 63.
+  """
+  if kind == 'synthetic':
+    big = np.kron(_synthetic_slices()[2][0], np.ones((4, 4), np.uint8))
+    return np.pad(big, 128)
+  import nibabel as nib  # pylint: disable=g-import-not-at-top
+  flair = np.asarray(nib.load(f'{CASE}_flair.nii.gz').dataobj, np.float32)
+  seg = np.asarray(nib.load(f'{CASE}_seg.nii.gz').dataobj) > 0
+  z0 = int(np.argmax(seg.sum(axis=(0, 1))))
+  img = np.clip(flair[:, :, z0], 0, None)
+  return np.pad(np.round(255 * img / img.max()).astype(np.uint8), 48)
+
+
+@pytest.fixture(params=['real', 'synthetic'])
+def grey_mri(request):
+  if request.param == 'real' and not DATA.is_dir():
+    pytest.skip(f'real BraTS sample data not found at {DATA} (set JAXSEG_DATA)')
+  return _grey_mri(request.param)
+
+
+# The export's blue tint: R = 0.8 g, G = 0.85 g, B = 0.85 g + 52 g / 255.
+TINT = (0.8, 0.85, 0.85 + 52 / 255)
+
+
+def _tinted(grey):
+  rgb = grey[:, :, None].astype(np.float64) * np.array(TINT)
+  return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
+def _one_image_set(root, rgb, quality=90):
+  """`root` holding one RGB JPEG and its json; returns its case."""
+  os.makedirs(root, exist_ok=True)
+  Image.fromarray(rgb).save(root / 'x.jpg', quality=quality)
+  h, w = rgb.shape[:2]
+  with open(root / ANN, 'w') as f:
+    json.dump(dict(categories=ROBOFLOW_CATS, annotations=[], images=[
+        dict(id=0, file_name='x.jpg', height=h, width=w)]), f)
+  return sources.discover_cases(str(root))[0]
+
+
+def _decoded(path):
+  with Image.open(path) as im:
+    return np.asarray(im.convert('RGB')).astype(np.float64)
+
+
+def _lowest_correlation(rgb):
+  c = np.corrcoef(rgb.reshape(-1, 3), rowvar=False)
+  return min(c[0, 1], c[0, 2], c[1, 2])
+
+
+@pytest.mark.parametrize('quality', [80, 95])
+def test_a_tinted_grey_export_reads_as_grey_and_is_counted(tmp_path, grey_mri,
+                                                           quality):
+  case = _one_image_set(tmp_path, _tinted(grey_mri), quality)
+  rgb = _decoded(case.images['grey'])
+  spread = rgb.max(-1) - rgb.min(-1)
+  # As the 4 images of the real export: ~15 % of the pixels more than 16
+  # levels apart (the grey check allows 2 %), channels correlating > 0.95.
+  assert 0.12 < np.mean(spread > 16) < 0.18 and spread.max() >= 50
+  assert _lowest_correlation(rgb) > 0.95
+  coco.take_tinted()
+  got = sources.load_case(case, ('grey',)).image[:, :, 0, 0]
+  got_again = sources.load_case(case, ('grey',)).image[:, :, 0, 0]
+  # The luminance, as for grey RGB images ...
+  luma = rgb @ np.array([0.299, 0.587, 0.114])          # ITU-R 601
+  np.testing.assert_allclose(got, luma, atol=0.5 + 1e-6)
+  np.testing.assert_array_equal(got_again, got)
+  # ... which of this tint is 0.858 g (B unclipped below g = 242).
+  k = float(np.dot([0.299, 0.587, 0.114], TINT))
+  assert abs(k - 0.858) < 5e-4
+  assert np.abs(got - k * grey_mri).mean() < 1.0
+  # Counted once per image, whatever the reads; taking forgets.
+  assert coco.take_tinted() == [case.images['grey']]
+  assert coco.take_tinted() == []
+
+
+def _gradients(grey):
+  """Channels with different content: the slice, plus two smooth ramps."""
+  g = grey.astype(np.float64)
+  yy, xx = np.mgrid[:g.shape[0], :g.shape[1]] / g.shape[0]
+  rgb = np.stack([g, 0.5 * g + 100 * xx,
+                  0.7 * g + 60 * np.sin(6 * yy) + 60], -1)
+  return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
+def _inverted(grey):
+  """One grey signal, but blue runs against red and green."""
+  return np.stack([grey, grey, 255 - grey], -1)
+
+
+def _red_box(grey):
+  """A grey slice with a burnt-in 40 % red box over 80 x 80 pixels."""
+  rgb = np.repeat(grey[:, :, None], 3, -1).astype(np.float64)
+  c = grey.shape[0] // 2
+  box = (slice(c - 40, c + 40), slice(c - 40, c + 40))
+  rgb[box] = 0.6 * rgb[box] + 0.4 * np.array([255, 0, 0])
+  return np.round(rgb).astype(np.uint8)
+
+
+@pytest.mark.parametrize('make, correlation', [
+    (_gradients, (0.2, 0.6)),
+    (_inverted, (-1.0, -0.9)),    # channels on one line: only the sign refuses
+    (_red_box, (0.9, 0.97)),      # correlation alone would accept it
+])
+def test_colour_content_is_still_refused(tmp_path, grey_mri, make, correlation):
+  case = _one_image_set(tmp_path, make(grey_mri))
+  lo, hi = correlation
+  assert lo < _lowest_correlation(_decoded(case.images['grey'])) < hi
+  coco.take_tinted()
+  with pytest.raises(InputError, match=r'colour image \(RGB: .* not a tinted '
+                     'grey: channel correlation') as e:
+    sources.load_case(case, ('grey',))
+  assert e.value.where == case.images['grey']
+  assert coco.take_tinted() == []
 
 
 def test_modality_boxes_are_not_tumour(tmp_path):

@@ -310,6 +310,85 @@ def test_training_preparation_writes_nothing(tmp_path):
   assert not (tmp_path / 'run').exists()
 
 
+# ------------------------------------------------------------- montage
+
+
+def test_montage_legend_names_the_drawn_labels(tmp_path, monkeypatch):
+  from jaxseg import plots  # pylint: disable=g-import-not-at-top
+  image, label = _brain_phantom()
+  z = int(np.argmax((label > 0).sum(axis=(0, 1))))
+  drawn = set(np.unique(label[..., z])) - {0}
+  assert drawn == {1, 2, 4}
+  figures = []
+  monkeypatch.setattr(plots.plt, 'close', figures.append)
+  ins.write_montage([_volume(image, label)], str(tmp_path / 'm.png'))
+  ins.write_montage([_volume(image, (label > 0).astype(np.uint8))],
+                    str(tmp_path / 'b.png'), binary=True)
+  ins.write_montage([_volume(image, np.zeros_like(label))],
+                    str(tmp_path / 'n.png'))
+  texts = [[t.get_text() for l in f.legends for t in l.get_texts()]
+           for f in figures]
+  assert texts == [['NCR (1)', 'ED (2)', 'ET (4)'], ['tumour (1)'], []]
+  assert (tmp_path / 'm.png').read_bytes()[:8] == PNG_SIGNATURE
+
+
+# ------------------------------------------------- tinted COCO images
+
+
+def _coco_folder(root, images):
+  """`root` with {file name: uint8 (64, 64, 3)} PNGs and their COCO json."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  root.mkdir(parents=True)
+  entries = []
+  for k, (name, rgb) in enumerate(images.items()):
+    Image.fromarray(rgb).save(root / name)
+    entries.append(dict(id=k, file_name=name, height=64, width=64))
+  (root / '_annotations.coco.json').write_text(json.dumps(dict(
+      categories=[dict(id=1, name='tumor')], images=entries,
+      annotations=[dict(id=0, image_id=0, category_id=1,
+                        bbox=[20, 20, 8, 8])])))
+
+
+def test_tinted_coco_images_are_counted_not_refused(tmp_path):
+  import io  # pylint: disable=g-import-not-at-top
+  from jaxseg import config_base  # pylint: disable=g-import-not-at-top
+  yy, xx = np.mgrid[:64, :64]
+  disc = (yy - 32) ** 2 + (xx - 32) ** 2 < 24 ** 2         # 44 % of the pixels
+  grey = np.where(disc, 100 + 3 * (xx % 30), 0).astype(np.float64)
+  # Blue-tinted grey: channels 0.25 g apart, more than 16 levels in the disc.
+  tinted = np.round(grey[..., None] * [0.8, 0.85, 1.054]).astype(np.uint8)
+  colour = np.stack([grey, 4.0 * yy, 4.0 * xx], -1).astype(np.uint8)
+  images = {'a.png': np.repeat(grey[..., None], 3, -1).astype(np.uint8),
+            'b.png': tinted, 'c.png': tinted[::-1].copy()}
+  root = tmp_path / 'set'
+  _coco_folder(root, images)
+  config = config_base.load_config_file(
+      str(REPO / 'configs' / 'coco_cnn_simple.py'))
+  config.data.root = str(root)
+  out, err = io.StringIO(), io.StringIO()
+  report = ins.inspect_dataset(config, str(tmp_path / 'report'), num_cases=0,
+                               stream=out, err=err)
+  warnings = [l for l in err.getvalue().splitlines() if 'warning' in l]
+  assert len(warnings) == 1, warnings
+  assert warnings[0].startswith(
+      'jaxseg: warning: 2 of 3 images are grey with a colour tint')
+  assert str(root / 'b.png') in warnings[0]
+  assert report['tinted_images'] == [str(root / 'b.png'), str(root / 'c.png')]
+  assert report['summary']['unreadable'] == []
+  saved = json.loads((tmp_path / 'report' / 'inspect.json').read_text())
+  assert saved['tinted_images'] == report['tinted_images']
+  # A real colour image is still a case that cannot be read.
+  shutil.rmtree(root)
+  _coco_folder(root, dict(images, **{'d.png': colour}))
+  err = io.StringIO()
+  with pytest.raises(InputError, match='1 of 4 cases could not be read.*'
+                     'd.png: is a colour image'):
+    ins.inspect_dataset(config, str(tmp_path / 'report'), num_cases=0,
+                        stream=io.StringIO(), err=err)
+  counts = [l for l in err.getvalue().splitlines() if 'colour tint' in l]
+  assert len(counts) == 1 and '2 of 4 images' in counts[0]
+
+
 # --------------------------------------------------------- command line
 
 

@@ -15,6 +15,7 @@ import json
 import os
 from typing import Callable
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -23,6 +24,7 @@ from jaxseg.data import pipeline
 from jaxseg.data import preprocess
 from jaxseg.data import sources
 from jaxseg.data import synthetic
+from jaxseg.data.formats import coco
 from jaxseg.errors import InputError
 
 SPLITS = ('train', 'val', 'test')
@@ -286,6 +288,7 @@ def prepare(data_config, workdir: str, seed: int,
     raise InputError('config.data.split', 'no validation cases: the validation '
                      'loss drives the learning rate, early stopping and the '
                      'best checkpoint')
+  coco.take_tinted()   # count this preparation's reads only
   mean = std = None
   if data_config.normalization == 'dataset':
     # Statistics from the training cases only.
@@ -303,6 +306,9 @@ def prepare(data_config, workdir: str, seed: int,
         min_brain_fraction=data_config.min_brain_fraction, seed=seed,
         mean=mean, std=std, dims=data_config.dims, depth=data_config.depth,
         progress=(lambda i, n, c, s=name: progress(s, i, n, c)) if progress else None)
+  tinted = coco.take_tinted()
+  if tinted:
+    logging.warning('%s', coco.tinted_message(tinted, len(cases)))
   # After every case was read: a file that changed meanwhile shows as a
   # changed case on the next run.
   data, cache = _fingerprint(cases, data_dir)

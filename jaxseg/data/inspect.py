@@ -31,6 +31,8 @@ then ends with one `jaxseg: error:` line and exit status 2, as does a bad
 config or a missing root. A label that copies an input channel (seed 000
 lost its results to labels loaded as a copy of the image) is a warning here;
 `checks.check_label_not_copy` makes it an error when training data is prepared.
+Grey images with a colour tint (COCO exports) are read as grey; one warning
+line gives their count, inspect.json their paths ('tinted_images').
 
 The label-copy scores and their thresholds are `jaxseg.data.checks`'s
 (`copy_scores`, `COPY_CORRELATION`, `COPY_DICE`).
@@ -52,6 +54,7 @@ import numpy as np
 from jaxseg import config_flags
 from jaxseg.data import checks
 from jaxseg.data import sources
+from jaxseg.data.formats import coco
 from jaxseg.errors import InputError
 
 PERCENTILES = (1.0, 99.0)
@@ -333,7 +336,8 @@ def _brain_box(inside: np.ndarray, margin: int = 4) -> tuple[slice, slice]:
 
 
 def write_montage(volumes: Sequence[sources.Volume], path: str,
-                  slices: Sequence[int] | None = None) -> None:
+                  slices: Sequence[int] | None = None,
+                  binary: bool = False) -> None:
   """A PNG: one row per case, one panel per channel, label overlaid in colour.
 
   Each row shows the axial slice of largest tumour cross-section (the
@@ -346,6 +350,8 @@ def write_montage(volumes: Sequence[sources.Volume], path: str,
     path: the PNG to write.
     slices: the slice index to print per case (e.g. from `montage_slice`);
       default: the index within each volume.
+    binary: labels are binary masks (the legend says 'tumour', not the
+      BraTS names).
   """
   # Matplotlib is imported here: training imports this module for the guard.
   from jaxseg import plots  # pylint: disable=g-import-not-at-top
@@ -356,6 +362,7 @@ def write_montage(volumes: Sequence[sources.Volume], path: str,
   fig, axes = plt.subplots(len(volumes), cols, figsize=(2.3 * cols,
                                                         2.5 * len(volumes)),
                            squeeze=False)
+  drawn = []
   for i, volume in enumerate(volumes):
     brain = np.any(volume.image != 0, axis=-1)
     z = plots.largest_tumour_slice(volume.label, brain=brain)
@@ -373,10 +380,12 @@ def write_montage(volumes: Sequence[sources.Volume], path: str,
       ax.imshow(np.rot90(image[box]), cmap='gray', vmin=lo,
                 vmax=max(hi, lo + 1e-6))
       if volume.label is not None:
-        ax.imshow(np.rot90(plots.label_rgba(volume.label[..., z][box])))
+        drawn.append(volume.label[..., z][box])
+        ax.imshow(np.rot90(plots.label_rgba(drawn[-1])))
       ax.set_title(f'{volume.case_id}\n{checks.channel_name(volume, c)}  z={shown}',
                    fontsize=7)
-  fig.tight_layout()
+  names = plots.BINARY_CLASS_NAMES if binary else plots.BRATS_CLASS_NAMES
+  plots.add_label_legend(fig, plots.legend_entries(*drawn, names=names))
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + '.tmp.png'
   fig.savefig(tmp, dpi=plots.FIGURE_DPI)
@@ -438,7 +447,7 @@ def inspect_dataset(config, output_dir: str | None = None, num_cases: int = 4,
 
   Returns:
     {'root', 'output', 'modalities', 'thresholds', 'cases' (rows),
-    'summary'}, as written to inspect.json.
+    'summary', 'tinted_images' [paths]}, as written to inspect.json.
 
   Raises:
     InputError: a bad config, a missing root or no cases; or, after the
@@ -459,6 +468,7 @@ def inspect_dataset(config, output_dir: str | None = None, num_cases: int = 4,
   picked, flagged = [], []
   rows = []
   progress = Progress(len(cases), err)
+  coco.take_tinted()                  # forget images read before this run
   for i, case in enumerate(cases):
     try:
       volume = sources.load_case(case, modalities)
@@ -477,19 +487,24 @@ def inspect_dataset(config, output_dir: str | None = None, num_cases: int = 4,
       elif i in picks:
         picked.append(montage_slice(volume))
     progress.update(i + 1, case.case_id)
+  tinted = coco.take_tinted()
+  if tinted:
+    print(f'jaxseg: warning: {coco.tinted_message(tinted, len(cases))}',
+          file=err)
   summary = dataset_summary(rows)
   print(format_report(rows, summary), file=stream, flush=True)
   result = dict(root=os.path.abspath(root), output=os.path.abspath(output_dir),
                 modalities=list(modalities),
                 thresholds=dict(copy_correlation=checks.COPY_CORRELATION,
                                 copy_dice=checks.COPY_DICE),
-                cases=rows, summary=summary)
+                cases=rows, summary=summary, tinted_images=tinted)
   write_json(result, os.path.join(output_dir, 'inspect.json'))
   shown = (flagged + picked)[:num_cases]
   if shown:
     write_montage([v for v, _ in shown],
                   os.path.join(output_dir, 'montage.png'),
-                  slices=[z for _, z in shown])
+                  slices=[z for _, z in shown],
+                  binary=all(c.et_label is None for c in cases))
   print(f'wrote {output_dir}/inspect.json' +
         (' and montage.png' if shown else ''), file=err)
   if summary['unreadable']:

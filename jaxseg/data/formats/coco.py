@@ -41,6 +41,15 @@ Conventions:
   16 of 255). JPEG's chroma subsampling leaves grey images saved as RGB up
   to ~10 levels apart, and exports carry small coloured marks (a logo, a
   drawn box); a colour image differs almost everywhere.
+* A grey image with a colour tint (the export's slices tinted blue: channels
+  up to ~60 levels apart on 15 % of the pixels) is read the same way, as its
+  luminance, and counted (`take_tinted`; the inspector prints one warning
+  line with the count). Tinted means its channels move
+  together, each an affine function of one grey signal: every pair of
+  channels correlates at >= `TINT_CORRELATION`, and at most
+  `max_colour_fraction` of the pixels lie further than `grey_tolerance`
+  (as channel spread) from the line fitted through the pixels' RGB values
+  (their first principal axis). Other colour images are refused.
 * Options (`config.data.formats.coco`, passed to `discover`):
   `grey_tolerance`, `max_colour_fraction`, `tumour_categories`.
 * Volume: image (H, W, 1, 1), label (H, W, 1) uint8, affine identity (the
@@ -98,6 +107,16 @@ DEFAULT_OPTIONS = dict(grey_tolerance=16, max_colour_fraction=0.02,
                        tumour_categories=None)
 
 _IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+
+# A tinted grey image's channels correlate at least this much, pairwise
+# (the export's tinted slices: > 0.95; the tests' tinted JPEGs: > 0.998;
+# colour images with different content per channel: far lower or < 0).
+TINT_CORRELATION = 0.9
+
+# Paths of the tinted grey images read since the last `take_tinted` (a dict:
+# each once, in reading order). Cases are read in the calling process, one
+# after another, so a module-level record reaches the caller.
+_TINTED: dict[str, None] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -448,18 +467,61 @@ def _open_image(path: str):
     raise InputError(path, f'cannot read the image: {_reason(e)}') from None
 
 
+def tint_scores(rgb: np.ndarray) -> tuple[float, np.ndarray]:
+  """How far a uint8 (H, W, 3) image is from one tinted grey signal.
+
+  Returns:
+    The lowest pairwise correlation of the channels (0 if one is constant),
+    and (H * W,) per pixel the spread (max - min) of the channels of its
+    residual off the first principal axis of the RGB values (a line through
+    their mean): the channel spread left after removing the fitted tint.
+  """
+  x = rgb.reshape(-1, 3).astype(np.float64)
+  centred = x - x.mean(axis=0)
+  lowest = 0.0
+  if np.all(centred.std(axis=0) > 0):
+    corr = np.corrcoef(centred, rowvar=False)
+    lowest = float(min(corr[0, 1], corr[0, 2], corr[1, 2]))
+  axis = np.linalg.eigh(centred.T @ centred)[1][:, -1]
+  residual = centred - np.outer(centred @ axis, axis)
+  return lowest, residual.max(axis=1) - residual.min(axis=1)
+
+
 def _check_grey(rgb: np.ndarray, mode: str, path: str, grey_tolerance: float,
-                max_colour_fraction: float):
-  """InputError unless a uint8 (H, W, 3) image is grey (module docstring)."""
+                max_colour_fraction: float) -> bool:
+  """False if a uint8 (H, W, 3) image is grey, True if a tinted grey;
+  InputError if neither (module docstring)."""
   channels = rgb.astype(np.int16)
   spread = channels.max(axis=-1) - channels.min(axis=-1)
   colour = float(np.mean(spread > grey_tolerance))
-  if colour > max_colour_fraction:
-    raise InputError(path, f'is a colour image ({mode}: {colour:.1%} of the '
-                     f'pixels have channels more than {grey_tolerance:g} '
-                     f'levels apart, up to {int(spread.max())}); the COCO '
-                     'reader expects grey images (tolerance: config.data.'
-                     'formats.coco.grey_tolerance and max_colour_fraction)')
+  if colour <= max_colour_fraction:
+    return False
+  correlation, off_line = tint_scores(rgb)
+  off = float(np.mean(off_line > grey_tolerance))
+  if correlation >= TINT_CORRELATION and off <= max_colour_fraction:
+    return True
+  raise InputError(path, f'is a colour image ({mode}: {colour:.1%} of the '
+                   f'pixels have channels more than {grey_tolerance:g} '
+                   f'levels apart, up to {int(spread.max())}; not a tinted '
+                   f'grey: channel correlation {correlation:.2f}, {off:.1%} '
+                   'of the pixels off one tint); the COCO reader expects '
+                   'grey images (tolerance: config.data.formats.coco.'
+                   'grey_tolerance and max_colour_fraction)')
+
+
+def take_tinted() -> list[str]:
+  """The tinted grey images read (as grey) since the last call; forgets them."""
+  paths = list(_TINTED)
+  _TINTED.clear()
+  return paths
+
+
+def tinted_message(paths: Sequence[str], total: int | None = None) -> str:
+  """One warning line for `take_tinted()`'s paths: '4 of 500 images ...'."""
+  of = '' if total is None else f' of {total}'
+  return (f'{len(paths)}{of} images are grey with a colour tint (channels '
+          'moving together) and were read as grey (their luminance); '
+          f'first: {paths[0]}')
 
 
 def read_grey(path: str, grey_tolerance: float = DEFAULT_OPTIONS['grey_tolerance'],
@@ -475,8 +537,9 @@ def read_grey(path: str, grey_tolerance: float = DEFAULT_OPTIONS['grey_tolerance
         im = im.getchannel('L')
       elif im.mode not in ('L', 'I', 'F') and not im.mode.startswith('I;16'):
         rgb = im.convert('RGB')
-        _check_grey(np.asarray(rgb), im.mode, path, grey_tolerance,
-                    max_colour_fraction)
+        if _check_grey(np.asarray(rgb), im.mode, path, grey_tolerance,
+                       max_colour_fraction):
+          _TINTED[path] = None
         im = rgb.convert('L')
       data = np.asarray(im, np.float32)
     except _IMAGE_ERRORS as e:
