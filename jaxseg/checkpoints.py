@@ -24,6 +24,7 @@ import os
 import shutil
 
 from absl import logging
+from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
@@ -163,7 +164,8 @@ def _model_difference(folder: str, abstract_state) -> str | None:
   no array (then the checkpoint is damaged, not another model's).
   """
   try:
-    metadata = ocp.StandardCheckpointer().metadata(os.path.join(folder, 'state'))
+    metadata = ocp.StandardCheckpointHandler().metadata(
+        epath.Path(folder) / 'state')
     stored = _shapes(getattr(metadata, 'item_metadata', metadata))
   except Exception:  # pylint: disable=broad-except
     return None
@@ -220,6 +222,14 @@ def set_aside(workdir: str, folder: str) -> str:
   os.makedirs(target_dir, exist_ok=True)
   shutil.move(folder, target)
   return target
+
+
+def any_saved(workdir: str) -> bool:
+  """True if `checkpoints/` or `checkpoints_best/` holds a step folder."""
+  return any(name.isdigit()
+             for kind in (LATEST, BEST)
+             if os.path.isdir(os.path.join(workdir, kind))
+             for name in os.listdir(os.path.join(workdir, kind)))
 
 
 def restore_newest(workdir: str, abstract_state, model_name: str = ''):

@@ -89,6 +89,27 @@ def setup() -> None:
   jax.config.update('jax_compilation_cache_dir', os.path.join(cache, 'xla'))
 
 
+def peak_memory_gib() -> float:
+  """The peak resident memory of this process and its finished children, GiB.
+
+  Linux's VmHWM for this process plus the largest finished child's (Grain
+  worker processes) maximum resident set; 0 where neither is known.
+  """
+  peak_kib = 0
+  try:
+    with open('/proc/self/status') as f:
+      peak_kib = next(int(line.split()[1]) for line in f
+                      if line.startswith('VmHWM:'))
+  except (OSError, StopIteration):
+    pass
+  try:
+    import resource  # pylint: disable=g-import-not-at-top  (POSIX only)
+    peak_kib += resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+  except (ImportError, OSError):
+    pass
+  return peak_kib / 2 ** 20
+
+
 def run_in_workdir(workdir: str | None, fn: Callable[[], Any],
                    writes: bool = True) -> Any:
   """fn(); on bad input one `jaxseg: error:` line, exit 2, and no new workdir.
@@ -101,7 +122,9 @@ def run_in_workdir(workdir: str | None, fn: Callable[[], Any],
   try:
     if workdir is not None and writes:
       check_writable_folder(workdir, 'the workdir')
-    return fn()
+    result = fn()
+    logging.info('peak memory: %.2f GiB resident', peak_memory_gib())
+    return result
   except InputError as e:
     if not existed and os.path.isdir(workdir):
       shutil.rmtree(workdir, ignore_errors=True)

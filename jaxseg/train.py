@@ -47,6 +47,7 @@ from jaxseg import parallel
 from jaxseg import plots
 from jaxseg import predict
 from jaxseg import writers
+from jaxseg import xla_cpu
 from jaxseg.data import augment as augment_lib
 from jaxseg.data import augment_device
 from jaxseg.data import dataset
@@ -344,6 +345,7 @@ def compile_step(step_fn, state, batch, key):
   t0 = time.time()
   compiled = step_fn.lower(state, batch, key).compile()
   logging.info('compiled in %.1f s', time.time() - t0)
+  xla_cpu.release_freed_memory()
   return compiled
 
 
@@ -387,7 +389,7 @@ def train_input_shape(config, source) -> tuple:
 
 
 def loader_read_ahead(config, image_shape) -> int:
-  """Batches the loader prepares ahead: about 2 GiB of this process's batches."""
+  """Batches the loader prepares ahead: at most 128 MiB of this process's batches."""
   channels = image_shape[-1] + preprocess.num_outputs(config.data.label_mode)
   sample_bytes = 4 * math.prod(image_shape[:-1]) * channels
   local_batch = config.train.batch_size // jax.process_count()
@@ -459,24 +461,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   check_heads(model, image_shape, config.loss)
   steps_per_epoch = epoch_length(config, len(train_source))
   tx = optim.build_for_run(config, steps_per_epoch)
-  state = create_train_state(model, tx, init_key, image_shape, config.pretrained)
   replicated = parallel.replicated(mesh)
+  loop = LoopState()
+  # A resumed run restores into the state's shapes: no initialisation to
+  # compile and run (seconds on a CPU).
+  restored = None
+  if checkpoints.any_saved(workdir):
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+        abstract_train_state(model, tx, image_shape))
+    restored = checkpoints.restore_newest(workdir, abstract, config.model.name)
+  if restored:
+    state, loop_json, _ = restored
+    loop = LoopState(**loop_json)
+    if loop.best_value is None and loop.best_epoch >= 0 and best_key == 'val/loss':
+      loop.best_value = loop.best_val_loss  # a checkpoint from before best_by
+  else:
+    state = create_train_state(model, tx, init_key, image_shape,
+                               config.pretrained)
   state = jax.device_put(state, replicated)
-  if jax.process_index() == 0:
+  if jax.process_index() == 0 and not (
+      restored and os.path.exists(os.path.join(workdir, PARAMETER_TABLE))):
     write_parameter_table(state.params, workdir)
   logging.info('model %s: %s trainable parameters, input %s (layer table: '
                '%s)', config.model.name,
                f'{sum(x.size for x in jax.tree.leaves(state.params)):,}',
                image_shape, os.path.join(workdir, PARAMETER_TABLE))
-
-  loop = LoopState()
-  restored = checkpoints.restore_newest(workdir, state, config.model.name)
   if restored:
-    state, loop_json, _ = restored
-    loop = LoopState(**loop_json)
-    state = jax.device_put(state, replicated)
-    if loop.best_value is None and loop.best_epoch >= 0 and best_key == 'val/loss':
-      loop.best_value = loop.best_val_loss  # a checkpoint from before best_by
     logging.info('resumed from step %d (epoch %d)', int(state.step), loop.epoch)
   latest = checkpoints.manager(workdir, checkpoints.LATEST)
   best = checkpoints.manager(workdir, checkpoints.BEST)

@@ -271,3 +271,12 @@ def test_fold_errors_name_the_key():
     dataset.split_cases(_cases(4), (1, 0, 0), 0, 'root', folds=5, fold=0)
   with pytest.raises(InputError, match='assigns fold 3'):
     dataset.split_cases(_cases(4, [0, 1, 2, 3]), (1, 0, 0), 0, 'root', folds=3, fold=0)
+
+
+def test_read_ahead_is_a_few_batches_within_128_mib():
+  mib = 2 ** 20
+  # Seed 002: 64 x 64x64x(4 + 1) float32 = 5 MiB a batch -> 25 batches.
+  assert pipeline.read_ahead_batches(64 * 64 * 64 * 5 * 4) == 25
+  # The 3D region recipe: 2 x 128^3 x (4 + 3) -> 112 MiB: the floor of 4.
+  assert pipeline.read_ahead_batches(2 * 128 ** 3 * 7 * 4) == 4
+  assert pipeline.read_ahead_batches(1 * mib // 1024) == pipeline.MAX_READ_AHEAD

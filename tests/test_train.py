@@ -66,6 +66,7 @@ def test_a_run_writes_its_results(straight_run):
   epochs = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
   assert [r['epoch'] for r in epochs if 'epoch' in r] == [1, 2, 3]
   assert 'images/s' in log and 'min left' in log
+  assert 'peak memory:' in log and 'GiB resident' in log
 
 
 def _val_curve(workdir, metric):

@@ -107,3 +107,15 @@ def test_configure_after_the_backend_started_warns_and_sets_nothing():
             '  warnings.simplefilter("always"); done = xla_cpu.configure()\n'
             'print(json.dumps([done, "XLA_FLAGS" in os.environ, len(w)]))')
   assert _run(['-c', script]) == [False, False, 1]
+
+
+def test_freed_memory_is_kept_on_machines_with_memory_to_spare():
+  gib = 2 ** 30
+  assert not xla_cpu.wants_kept_memory({}, physical_bytes=8 * gib)   # a laptop
+  assert not xla_cpu.wants_kept_memory({}, physical_bytes=24 * gib)
+  assert xla_cpu.wants_kept_memory({}, physical_bytes=32 * gib)
+  assert xla_cpu.wants_kept_memory({'JAXSEG_MALLOC': 'keep'}, physical_bytes=8 * gib)
+  assert not xla_cpu.wants_kept_memory({'JAXSEG_MALLOC': 'system'},
+                                       physical_bytes=64 * gib)
+  with pytest.raises(ValueError, match="JAXSEG_MALLOC='kep'"):
+    xla_cpu.wants_kept_memory({'JAXSEG_MALLOC': 'kep'})
