@@ -18,9 +18,20 @@ defaults, convolutions in YNNPACK), applied as compile options.
 Ratio = PyTorch time / XLA time (above 1: XLA faster). The whole step
 cannot beat PyTorch while the convolution does not: this table is the
 ceiling for benchmarks/peer_torch.py (docs/speed.md).
+
+The `oneDNN` column is jaxseg.onednn's convolution (oneDNN's primitives
+through XLA's FFI, the weights reordered from HWIO on every call, the
+weight gradient reordered back), each pass jitted alone like XLA's, ratio =
+PyTorch time / its time; `--no-onednn` leaves it out (it is left out
+anyway where the extension is not built). `--dtype=bfloat16` times bf16
+operands on both sides (PyTorch's bf16 convolution, oneDNN's bf16 with f32
+accumulation; XLA's modes too unless `--modes=none`), e.g.
+
+    python benchmarks/conv_peer.py --dtype=bfloat16 --modes=none --shapes=1,2,4
 """
 
 import argparse
+import functools
 import os
 import sys
 
@@ -44,17 +55,18 @@ SHAPES = ((16, 128, 4, 16), (16, 128, 16, 16), (16, 64, 32, 32),
 PASSES = ('forward', 'input grad', 'weight grad')
 
 
-def _conv(x, w):
-  return jax.lax.conv_general_dilated(
-      x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+def _conv(x, w, conv=jax.lax.conv_general_dilated):
+  return conv(x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
-def _xla_passes(x, w, dy, mode):
-  """{pass: a blocking call of its compiled XLA program}, in `mode`."""
+def _xla_passes(x, w, dy, mode, conv=jax.lax.conv_general_dilated):
+  """{pass: a blocking call of its compiled XLA program}, in `mode`, the
+  convolution computed by `conv` (lax's, or jaxseg.onednn's)."""
+  c = lambda x, w: _conv(x, w, conv)  # noqa: E731
   programs = {
-      'forward': lambda x, w, dy: _conv(x, w),
-      'input grad': lambda x, w, dy: jax.vjp(lambda x: _conv(x, w), x)[1](dy)[0],
-      'weight grad': lambda x, w, dy: jax.vjp(lambda w: _conv(x, w), w)[1](dy)[0],
+      'forward': lambda x, w, dy: c(x, w),
+      'input grad': lambda x, w, dy: jax.vjp(lambda x: c(x, w), x)[1](dy)[0],
+      'weight grad': lambda x, w, dy: jax.vjp(lambda w: c(x, w), w)[1](dy)[0],
   }
   options = xla_cpu.compiler_options(mode)
   calls = {}
@@ -64,13 +76,14 @@ def _xla_passes(x, w, dy, mode):
   return calls
 
 
-def _torch_passes(x, w, dy):
-  """{pass: a call of PyTorch's kernel}, channels-last tensors."""
+def _torch_passes(x, w, dy, dtype='float32'):
+  """{pass: a call of PyTorch's kernel}, channels-last tensors of `dtype`."""
   import torch  # pylint: disable=g-import-not-at-top
   last = torch.channels_last
-  tx = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy()).contiguous(memory_format=last)
-  tw = torch.from_numpy(np.asarray(w).transpose(3, 2, 0, 1).copy()).contiguous()
-  tdy = torch.from_numpy(np.asarray(dy).transpose(0, 3, 1, 2).copy()).contiguous(memory_format=last)
+  tdt = getattr(torch, dtype)
+  tx = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy()).to(tdt).contiguous(memory_format=last)
+  tw = torch.from_numpy(np.asarray(w).transpose(3, 2, 0, 1).copy()).to(tdt).contiguous()
+  tdy = torch.from_numpy(np.asarray(dy).transpose(0, 3, 1, 2).copy()).to(tdt).contiguous(memory_format=last)
 
   def backward(which):
     return lambda: torch.ops.aten.convolution_backward(
@@ -84,35 +97,68 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--repeats', type=int, default=7)
   parser.add_argument('--modes', default=',xla',
-                      help="comma-separated JAXSEG_XLA_CPU modes ('' = default)")
+                      help="comma-separated JAXSEG_XLA_CPU modes ('' = default); "
+                           "'none': no XLA column")
+  parser.add_argument('--onednn', default=True,
+                      action=argparse.BooleanOptionalAction,
+                      help="time jaxseg.onednn's convolution too")
+  parser.add_argument('--dtype', default='float32',
+                      choices=('float32', 'bfloat16'))
+  parser.add_argument('--shapes', default='',
+                      help='comma-separated indices into SHAPES (default all)')
+  parser.add_argument('--clock', default='wall', choices=('wall', 'cpu'),
+                      help="'cpu': process CPU time, a diagnostic for a "
+                           "loaded machine with the process pinned to one "
+                           "core (taskset -c 0; see timing.median_times)")
   args = parser.parse_args(argv)
-  modes = args.modes.split(',')
+  modes = [] if args.modes == 'none' else args.modes.split(',')
+  shapes = ([SHAPES[int(i)] for i in args.shapes.split(',')] if args.shapes
+            else SHAPES)
   import torch  # pylint: disable=g-import-not-at-top
-  torch.set_num_threads(os.cpu_count() or 1)
+  # The cores this process may use (taskset), as jaxseg.onednn counts them.
+  torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(
+      os, 'sched_getaffinity') else os.cpu_count() or 1)
+  columns = [(f'XLA {m or "default"}', m) for m in modes]
+  if args.onednn:
+    from jaxseg import onednn  # pylint: disable=g-import-not-at-top
+    if onednn.available():
+      columns.append(('oneDNN', 'onednn'))
+    else:
+      print(f'jaxseg.onednn not available: {onednn.unavailable_reason()}')
   print(f'jax {jax.__version__}, torch {torch.__version__} '
-        f'({torch.get_num_threads()} threads), {os.cpu_count()} CPU cores; '
-        f'median of {args.repeats}, interleaved; ratio = torch time / XLA time; '
-        f'modes: {", ".join(repr(m) for m in modes)}')
+        f'({torch.get_num_threads()} threads), {os.cpu_count()} CPU cores, '
+        f'{args.dtype}; median {args.clock} time of {args.repeats}, '
+        f'interleaved; '
+        f'ratio = torch time / jaxseg time; '
+        f'columns: {", ".join(name for name, _ in columns)}')
   header = ['shape (N, H, Cin -> Cout)', 'pass', 'torch ms']
-  for m in modes:
-    header += [f'XLA {m or "default"} ms', 'ratio']
+  for name, _ in columns:
+    header += [f'{name} ms', 'ratio']
   print('| ' + ' | '.join(header + ['load avg']) + ' |')
   print('|' + '---|' * (len(header) + 1))
   rng = np.random.default_rng(0)
-  for n, h, c, o in SHAPES:
+  dtype = jax.numpy.dtype(args.dtype)
+  for n, h, c, o in shapes:
     x = rng.normal(size=(n, h, h, c)).astype(np.float32)
     w = (rng.normal(size=(3, 3, c, o)) / np.sqrt(9 * c)).astype(np.float32)
     dy = rng.normal(size=(n, h, h, o)).astype(np.float32)
-    xj, wj, dyj = map(jax.device_put, (x, w, dy))
-    peer = _torch_passes(x, w, dy)
-    ours = {m: _xla_passes(xj, wj, dyj, m) for m in modes}
+    xj, wj, dyj = (jax.device_put(a.astype(dtype)) for a in (x, w, dy))
+    peer = _torch_passes(x, w, dy, args.dtype)
+    ours = {}
+    for _, m in columns:
+      if m == 'onednn':
+        conv = functools.partial(onednn.conv_general_dilated, fallback=False)
+        ours[m] = _xla_passes(xj, wj, dyj, '', conv)
+      else:
+        ours[m] = _xla_passes(xj, wj, dyj, m)
     for name in PASSES:
       fns = {'torch': peer[name]}
-      fns.update({m: ours[m][name] for m in modes})
+      fns.update({m: ours[m][name] for _, m in columns})
       load = load_average()
-      t = median_times(fns, args.repeats, warmup=2, pause=0.05, settle=2)
+      t = median_times(fns, args.repeats, warmup=2, pause=0.05, settle=2,
+                       clock=args.clock)
       row = [f'{n}x{h}x{h}, {c} -> {o}', name, f'{1e3 * t["torch"]:.1f}']
-      for m in modes:
+      for _, m in columns:
         row += [f'{1e3 * t[m]:.1f}', f'{t["torch"] / t[m]:.2f}']
       print('| ' + ' | '.join(row + [f'{load:.1f}']) + ' |', flush=True)
 
