@@ -16,6 +16,21 @@ SimpleITK (`pip install -e '.[formats]'`):
 
     python -m jaxseg.main --config=configs/brats15_resunet3d_ds.py --workdir=runs/x \
         --config.data.root=/data/BRATS2015_Training
+
+On a CPU (about 8 min on 2 cores):
+
+    python -m jaxseg.main --config=configs/brats15_resunet3d_ds.py --workdir=runs/resunet3d_cpu \
+        --config.data.image_size=48 --config.data.depth=32 \
+        --config.train.num_epochs=5 --config.train.steps_per_epoch=4
+
+The whole 141.8M-parameter network and the study's 5 epochs, on volumes
+of 32 x 48 x 48 (a third of the edge) from the embedded synthetic set (no
+`data.root`; 4 steps per epoch, its epoch length, named so that the same
+flags with `data.root` stay as short). Measured 8 min 2 s (`time`; load
+4.1 -> 5.2, another job running): 20 steps of ~12 s, a 1.5 GB checkpoint
+per epoch (latest and best: 3 GB on disk), validation / test WT Dice 0.62 /
+0.56 per volume (best epoch 1). At the study's 96 x 144 x 144 one step is
+12.4 TFLOP (XLA's count), minutes per step on 2 cores.
 """
 
 from jaxseg import config_base

@@ -11,6 +11,19 @@ resized to (96, 128, 128) here. Start from MedicalNet's weights with
 --config.pretrained.path=/path/to/resnet_10.pth ; freeze the backbone (the
 study's "without changing the pretrained weights") with
 --config.optimizer.frozen='("backbone",)'.
+
+On a CPU (about 5 min on 2 cores):
+
+    python -m jaxseg.main --config=configs/brats19_med3d_unet.py --workdir=runs/med3d_cpu \
+        --config.data.image_size=48 --config.data.depth=32 \
+        --config.train.num_epochs=10 --config.train.steps_per_epoch=4
+
+The whole network and the study's 10 epochs, on volumes of 32 x 48 x 48 of
+the embedded synthetic set (no `data.root`; 4 steps per epoch, its epoch
+length, named so that the same flags with `data.root` stay as short).
+Measured 4 min 45 s (`time`; load 4.6 -> 4.9, another job running),
+validation / test WT Dice 0.73 / 0.75 per volume. At 48 x 64 x 64 the same
+run took 9 min 22 s; at 96 x 128 x 128 one step is 1.6 TFLOP.
 """
 
 from jaxseg import config_base

@@ -12,6 +12,20 @@ These are the defaults of `jaxseg/config_base.py`; this file names them.
 
 With `data.root` unset the run uses the embedded synthetic BraTS-like set
 (generated once into a cache folder in the BraTS 2019 file layout).
+
+On a CPU (about 8 min on 2 cores):
+
+    python -m jaxseg.main --config=configs/brats19_resunet.py --workdir=runs/resunet \
+        --config.train.steps_per_epoch=4
+
+The study's setup as it is, on the synthetic set, whose epochs are 4 steps
+(`data.synthetic.steps_per_epoch`; named here so that the same flags with
+`data.root` stay as short: on real data an epoch is one pass) instead of
+the study's 125: at most 160 steps of 64 slices, here 120 (early stopping
+after epoch 30, best epoch 25). Measured 7 min 37 s (`time`; load 4.9 ->
+2.3, another job running; the compiled step cached) and 11 min 2 s from
+an empty cache with another job running throughout; test WT Dice 0.912
+per volume.
 """
 
 import ml_collections

@@ -16,6 +16,19 @@ grey image answers the one channel the config names:
         --config.data.root=/data/brain-tumor-coco
 
 Without `data.root`, FLAIR slices of the synthetic set stand in.
+
+On a CPU (about 1 min on 2 cores):
+
+    python -m jaxseg.main --config=configs/coco_cnn_simple.py --workdir=runs/cnn_simple_cpu \
+        --config.data.image_size=64 \
+        --config.train.num_epochs=50 --config.train.steps_per_epoch=4
+
+Every study value but the image size: 64 x 64 slices of the synthetic set
+(96 x 96 in-plane, so little is lost), 50 epochs of 4 steps of 16 (the
+synthetic set's epoch length, named so that the same flags with
+`data.root` stay as short). Measured 1 min 5 s (`time`; load 6.4 -> 5.4,
+another job running), validation / test WT Dice 0.88 / 0.82 per volume. At
+256 x 256 a step took 3.4 s, about 12 min for the same 200 steps.
 """
 
 from jaxseg import config_base

@@ -20,6 +20,20 @@ reports the per-volume mean and median Dice the study gives:
         --config.data.root=/data/lgg-mri-segmentation/kaggle_3m
 
 Without `data.root` the synthetic set's T1, FLAIR and T1ce stand in.
+
+On a CPU (about 4 min on 2 cores):
+
+    python -m jaxseg.main --config=configs/lgg_unet.py --workdir=runs/lgg_unet_cpu \
+        --config.data.image_size=64 \
+        --config.train.num_epochs=25 --config.train.steps_per_epoch=4
+
+The study's U-Net, loss, optimiser, batch and augmentation on 64 x 64 slices
+of the synthetic set (96 x 96 in-plane), 25 epochs of 4 steps (100 steps,
+named so that the same flags with `data.root` stay as short) instead of 100
+epochs. Measured 4 min 22 s (`time`; load 5.4 -> 5.3, another job
+running), validation / test WT Dice 0.76 / 0.76 per volume. At 256 x 256
+one step is 1.1 TFLOP (at 128 x 128 it took 4.6 s here): the study's 400
+steps at 256 x 256 take hours on a CPU.
 """
 
 from jaxseg import config_base

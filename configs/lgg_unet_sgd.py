@@ -7,6 +7,16 @@ Table 7.7's best SGD row: Dice loss, SGD with momentum 0.9 and weight decay
 PyTorch (torch.optim.SGD), whose weight_decay adds 1e-4 * w to the gradient
 before the momentum: `weight_decay_mode='l2'`, not AdamW-style decoupled
 decay. Everything else is as in `lgg_unet.py`.
+
+On a CPU (about 3 min on 2 cores):
+
+    python -m jaxseg.main --config=configs/lgg_unet_sgd.py --workdir=runs/lgg_unet_sgd_cpu \
+        --config.data.image_size=64 \
+        --config.train.num_epochs=25 --config.train.steps_per_epoch=4
+
+As `lgg_unet.py`'s CPU run: 64 x 64 synthetic slices, 25 epochs of 4 steps
+(of 20 here). Measured 3 min 0 s (`time`; load 2.1 -> 2.2), validation /
+test WT Dice 0.58 / 0.64 per volume.
 """
 
 from jaxseg import config_base
