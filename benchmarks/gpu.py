@@ -18,20 +18,18 @@ Rows, in run order (so a run that hits the budget loses the least needed):
 
   peak              n x n matmul, bf16 and f32, on one device: the FLOP/s that
                     MFU is quoted against (bf16) and the f32 rate
-  <case>:<prec>:<k> the train step (benchmark.time_train_step, as train.py
+  <case>:<prec>     the train step (benchmark.time_train_step, as train.py
                     jits it) of case resunet (configs/brats19_resunet.py, seed
                     002: 64x64x4, batch 64), unet (configs/lgg_unet.py, seed
                     003: 256x256x3, batch 16) or unet3d
                     (configs/brats_unet3d_regions.py: 128^3x4, batch 2), in
-                    precision f32 or bf16 (train.precision), with XLA's native
-                    ops or jaxseg's CPU substitutes (model.kernels 'native' /
-                    'cpu')
+                    precision f32 or bf16 (train.precision)
   unet3d:augment-device  the step with the augmentation chain in it
                     (augment.where='device'), and the loader that only cuts
                     patches, on the config's data (the synthetic set)
   unet3d:augment-host    the loader with the host chain
                     (augment.where='host'), in Grain worker processes; its
-                    loader/step compares with the unet3d:f32:native step
+                    loader/step compares with the unet3d:f32 step
   resunet:mc-dropout     Monte-Carlo dropout, T=20 draws of the seed-002
                     ResU-Net on 16 x 64x64x4: one vmapped program
                     (uncertainty.mc_dropout_probs) against a loop of jitted
@@ -108,42 +106,34 @@ class Row:
   kind: str            # peak, step, augment-device, augment-host, mc, torch
   case: str = ''
   precision: str = 'float32'
-  kernels: str = 'native'
 
 
-def _step(case, precision, kernels):
+def _step(case, precision):
   short = {'float32': 'f32', 'bfloat16': 'bf16'}[precision]
-  return Row(f'{case}:{short}:{kernels}', 'step', case, precision, kernels)
+  return Row(f'{case}:{short}', 'step', case, precision)
 
 
 ROWS = [
     Row('peak', 'peak'),
-    _step('unet3d', 'float32', 'native'),
-    _step('unet3d', 'bfloat16', 'native'),
+    _step('unet3d', 'float32'),
+    _step('unet3d', 'bfloat16'),
     Row('unet3d:augment-device', 'augment-device', 'unet3d'),
     Row('unet3d:augment-host', 'augment-host', 'unet3d'),
-    _step('unet3d', 'float32', 'cpu'),
-    _step('resunet', 'float32', 'native'),
-    _step('resunet', 'bfloat16', 'native'),
-    _step('unet', 'float32', 'native'),
-    _step('unet', 'bfloat16', 'native'),
+    _step('resunet', 'float32'),
+    _step('resunet', 'bfloat16'),
+    _step('unet', 'float32'),
+    _step('unet', 'bfloat16'),
     Row('torch:unet3d', 'torch', 'unet3d'),
     Row('resunet:mc-dropout', 'mc', 'resunet'),
-    _step('resunet', 'float32', 'cpu'),
-    _step('unet', 'float32', 'cpu'),
     Row('torch:resunet', 'torch', 'resunet'),
     Row('torch:unet', 'torch', 'unet'),
-    _step('unet3d', 'bfloat16', 'cpu'),
-    _step('resunet', 'bfloat16', 'cpu'),
-    _step('unet', 'bfloat16', 'cpu'),
 ]
 BY_NAME = {r.name: r for r in ROWS}
 
 
 # ------------------------------------------------------------------ configs
 
-def case_config(case: str, smoke: bool, precision: str = 'float32',
-                kernels: str | None = None):
+def case_config(case: str, smoke: bool, precision: str = 'float32'):
   """The case's study config at the benchmark's (or the smoke) sizes."""
   from jaxseg import config_base
   file, full, tiny = CASES[case]
@@ -156,22 +146,7 @@ def case_config(case: str, smoke: bool, precision: str = 'float32',
       node = node[part]
     node[field] = value
   config.train.precision = precision
-  if kernels is not None:
-    config.model.kernels = kernels
   return config
-
-
-def kernels_supported(config) -> bool:
-  """Whether this checkout's models take `model.kernels`."""
-  from jaxseg import train
-  from jaxseg.errors import InputError
-  probe = config.copy_and_resolve_references()
-  probe.model.kernels = 'native'
-  try:
-    train.build_model(probe)
-  except InputError:
-    return False
-  return True
 
 
 def _settings(smoke: bool) -> dict:
@@ -204,16 +179,6 @@ def run_peak(row: Row, smoke: bool, out: str) -> dict:
                    f'f32 {f32["flops_per_s"] / 1e12:.3g} TFLOP/s')
 
 
-def _kernels_for(row: Row, config) -> tuple[str | None, str]:
-  """(kernels to set, note): None where the checkout has no model.kernels."""
-  if kernels_supported(config):
-    return row.kernels, ''
-  if row.kernels == 'cpu':
-    raise Skip('this checkout has no model.kernels (CPU substitutes cannot '
-               'be chosen)')
-  return None, "no model.kernels in this checkout: the models' own kernels"
-
-
 class Skip(Exception):
   """A row that cannot run here; its message is the table's note."""
 
@@ -222,8 +187,7 @@ def run_step(row: Row, smoke: bool, out: str) -> dict:
   from jaxseg import benchmark
   from jaxseg import parallel
   s = _settings(smoke)
-  kernels, note = _kernels_for(row, case_config(row.case, smoke))
-  config = case_config(row.case, smoke, row.precision, kernels)
+  config = case_config(row.case, smoke, row.precision)
   mesh = parallel.make_mesh(config.get('mesh'))
   timed = benchmark.time_train_step(config, mesh, steps=s['steps'],
                                     warmup=s['warmup'])
@@ -231,7 +195,7 @@ def run_step(row: Row, smoke: bool, out: str) -> dict:
                 model_flops=timed['model_flops'],
                 step_flops=timed['step_flops'], params=timed['params'],
                 program_bytes=timed['program_bytes'],
-                peak_memory_bytes=benchmark.peak_memory_bytes(), note=note)
+                peak_memory_bytes=benchmark.peak_memory_bytes(), note='')
   result.update(_items(config, timed['step_s']))
   return result
 
@@ -245,8 +209,7 @@ def run_augment_device(row: Row, smoke: bool, out: str) -> dict:
   from jaxseg import parallel
   from jaxseg.data import augment_device
   s = _settings(smoke)
-  kernels, note = _kernels_for(row, case_config(row.case, smoke))
-  config = case_config(row.case, smoke, row.precision, kernels)
+  config = case_config(row.case, smoke, row.precision)
   augment, _ = augment_device.from_config(config.augment)
   mesh = parallel.make_mesh(config.get('mesh'))
   timed = benchmark.time_train_step(config, mesh, steps=s['steps'],
@@ -263,9 +226,9 @@ def run_augment_device(row: Row, smoke: bool, out: str) -> dict:
                                  skip=3, read_ahead=2)
   result['loader_batches_per_s'] = loader['loader_batches_per_s']
   result['loader_over_step'] = loader['loader_batches_per_s'] * timed['step_s']
-  result['note'] = ' '.join(filter(None, [
+  result['note'] = (
       f"loader (patches only) {loader['loader_batches_per_s']:.3g} batches/s"
-      f" = {result['loader_over_step']:.3g}x the step", note]))
+      f" = {result['loader_over_step']:.3g}x the step")
   return result
 
 
@@ -491,10 +454,10 @@ def table_rows(results: list[dict]) -> list[dict]:
               None)
   bf16_peak = peak['bf16_flops_per_s'] if peak else None
   flops = {r['case']: r['model_flops'] for r in results
-           if r.get('kind') == 'step' and r.get('kernels') == 'native'
+           if r.get('kind') == 'step'
            and r.get('precision') == 'float32' and 'model_flops' in r}
   steps = {r['case']: r['step_s'] for r in results
-           if r.get('kind') == 'step' and r.get('kernels') == 'native'
+           if r.get('kind') == 'step'
            and r.get('precision') == 'float32' and 'step_s' in r}
   lines = []
   for r in results:
@@ -513,18 +476,18 @@ def table_rows(results: list[dict]) -> list[dict]:
       if line.get('kind') == 'augment-host' and line['case'] in steps:
         ratio = line['loader_batches_per_s'] * steps[line['case']]
         line['loader_over_step'] = ratio
-        line['note'] += f' = {ratio:.3g}x the {line["case"]}:f32:native step'
+        line['note'] += f' = {ratio:.3g}x the {line["case"]}:f32 step'
       lines.append(line)
   return lines
 
 
-HEADER = ('| row | model | input (batch, ..., C) | precision | kernels | '
+HEADER = ('| row | model | input (batch, ..., C) | precision | '
           'compile s | step ms | images/s | Mvoxels/s | model TFLOP/s | '
           'MFU (bf16 peak) | peak memory | note |')
 
 
 def format_table(lines: list[dict]) -> str:
-  out = [HEADER, '|' + '---|' * 13]
+  out = [HEADER, '|' + '---|' * 12]
   for l in lines:
     kind = l.get('kind')
     model = CASE_INPUT.get(l.get('case'), '-')
@@ -533,15 +496,13 @@ def format_table(lines: list[dict]) -> str:
     shape = 'x'.join(map(str, l['input'])) if l.get('input') else '-'
     precision = {'float32': 'f32', 'bfloat16': 'bf16'}.get(
         l.get('precision'), l.get('precision', '-'))
-    kernels = l.get('kernels', '-') if kind in ('step',
-                                                'augment-device') else '-'
     if kind in ('peak', 'augment-host'):
       precision = '-'
     note = l.get('skipped') and f"skipped: {l['skipped']}" or l.get('note', '')
     voxels = (l.get('voxels_per_s') if l.get('input') and
               len(l['input']) == 5 else None)
     out.append('| ' + ' | '.join([
-        l['row'], model, shape, precision, kernels,
+        l['row'], model, shape, precision,
         _fmt(l.get('compile_s'), '.1f'),
         _fmt(l.get('step_s'), '.1f', 1e3),
         _fmt(l.get('images_per_s'), '.4g'),
@@ -618,7 +579,7 @@ def main(argv=None) -> int:
     t_row = time.perf_counter()
     left = args.budget - (t_row - t_start)
     base = dict(row=row.name, kind=row.kind, case=row.case,
-                precision=row.precision, kernels=row.kernels)
+                precision=row.precision)
     try:
       if interrupted:
         result = dict(skipped='interrupted')

@@ -9,11 +9,11 @@ respect to the input and the parameters, median of `--repeats` calls:
   * 'flax': nn.max_pool / nn.ConvTranspose (reduce-window and
     select-and-scatter; a convolution with a dilated input);
   * 'jaxseg': jaxseg.models.sampling (reshape + argmax with a first-max
-    gradient; sub-pixel stride-1 convolutions), as the models use them;
+    gradient; oneDNN's deconvolution on the CPU), as the models use them;
   * 'torch': F.max_pool2d / nn.ConvTranspose2d, autograd, NCHW.
 GroupNorm + ReLU (the U-Net's norm) is timed for scale. Last, the 3x3x3
 convolution of the 3D U-Nets: flax nn.Conv (XLA's 3D convolution) against
-jaxseg.models.convolution.Conv (the same as 2D convolutions) and torch Conv3d. Ratios come from
+jaxseg.models.convolution.Conv (oneDNN's on the CPU) and torch Conv3d. Ratios come from
 the same run, with the XLA:CPU mode that JAXSEG_XLA_CPU picks (jaxseg/xla_cpu.py).
 """
 

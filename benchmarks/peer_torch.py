@@ -23,9 +23,13 @@ PyTorch's (above 1: jaxseg is faster). Threads: PyTorch runs with
 torch.set_num_threads(the cores this process may use) intra-op threads;
 XLA:CPU's intra-op pool has one thread per core too (its default), so both
 use every core and neither more. NCHW tensors for PyTorch (its default),
-float32 on both sides; XLA with jaxseg's CPU settings (jaxseg/xla_cpu.py,
-`jaxseg.xla_cpu.configure()`) and `--kernels` (model.kernels, default
-'auto'). The load average before and after each case is printed: numbers
+XLA with jaxseg's CPU settings (jaxseg/xla_cpu.py,
+`jaxseg.xla_cpu.configure()`), convolutions on oneDNN where the extension is
+built (jaxseg.models.ops). `--precisions`: float32 on both sides, and
+bfloat16: jaxseg's train.precision=bfloat16 (bf16 computation, float32
+parameters and logits) against the same PyTorch model under
+torch.autocast('cpu', torch.bfloat16); a last line gives jaxseg's bf16
+step as a multiple of its float32 step per case. The load average before and after each case is printed: numbers
 taken above ~1.5 on a 2-core machine say more about the neighbours than
 about either library. PyTorch is not a jaxseg dependency: it is imported
 here only, and the script exits with a message when it is missing.
@@ -40,6 +44,7 @@ upsampling + Conv(2)).
 
 import argparse
 import functools
+import itertools
 import os
 import sys
 
@@ -57,6 +62,7 @@ xla_cpu.configure()  # jaxseg's XLA:CPU mode, before JAX starts its backend
 from jaxseg import config_base  # noqa: E402
 import timing  # noqa: E402  (benchmarks/timing.py)
 from jaxseg import losses  # noqa: E402
+from jaxseg import onednn  # noqa: E402
 from jaxseg import train  # noqa: E402
 from jaxseg.models import shapes  # noqa: E402
 
@@ -83,7 +89,8 @@ CASES = {
 
 
 def jax_case(config, shape) -> dict:
-  """jaxseg's train step and inference calls, and its parameter count."""
+  """jaxseg's train step and inference calls, and its parameter count
+  (`config.train.precision` as the trainer takes it)."""
   model = train.build_model(config)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=shape), jnp.float32)
@@ -309,9 +316,13 @@ def torch_model(config, channels: int, nd: int):
   raise ValueError(f'no PyTorch port of {config.model.name!r}')
 
 
-def torch_case(config, shape) -> dict:
-  """PyTorch's train step and inference calls, and its parameter count."""
+def torch_case(config, shape, precision: str = 'float32') -> dict:
+  """PyTorch's train step and inference calls, and its parameter count;
+  bfloat16 under CPU autocast."""
+  import contextlib
   import torch
+  autocast = (functools.partial(torch.autocast, 'cpu', dtype=torch.bfloat16)
+              if precision == 'bfloat16' else contextlib.nullcontext)
   nd = len(shape) - 2
   model = torch_model(config, shape[-1], nd)
   rng = np.random.default_rng(0)
@@ -327,13 +338,14 @@ def torch_case(config, shape) -> dict:
   def train_once():
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model(x), y)
+    with autocast():
+      loss = loss_fn(model(x).float(), y)
     loss.backward()
     optimizer.step()
 
   def infer_once():
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast():
       model(x)
 
   params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -361,9 +373,8 @@ def main(argv=None):
                       help="'cpu': process CPU time, a diagnostic for a busy "
                       "machine with the process pinned to one core "
                       "(taskset -c 0); see benchmarks/timing.py")
-  parser.add_argument('--kernels', default='auto',
-                      choices=('auto', 'native', 'cpu'),
-                      help="model.kernels of the jaxseg models")
+  parser.add_argument('--precisions', default='float32,bfloat16',
+                      help='float32 and/or bfloat16 rows (see the docstring)')
   args = parser.parse_args(argv)
   if args.steps < 5:
     parser.error('--steps must be at least 5')
@@ -381,15 +392,17 @@ def main(argv=None):
         f'({threads} threads); median of {args.steps} after {args.warmup} '
         f'warm-up, interleaved; ratio = torch time / jaxseg time '
         f'({"quick" if args.quick else "full"} sizes); XLA_FLAGS='
-        f'{os.environ.get("XLA_FLAGS", "")!r}, model.kernels={args.kernels}, '
-        f'{args.clock} clock')
-  print('| case | model | input (N, ..., C) | batch | params (jax / torch) | '
+        f'{os.environ.get("XLA_FLAGS", "")!r}, oneDNN convolutions: '
+        f'{onednn.available()}, {args.clock} clock')
+  print('| case | precision | model | input (N, ..., C) | batch | params (jax / torch) | '
         'train ms (jax, torch) | train ratio | infer ms (jax, torch) | '
         'infer ratio | load avg |')
-  print('|---|---|---|---|---|---|---|---|---|---|')
-  for name in args.cases.split(','):
+  print('|---|---|---|---|---|---|---|---|---|---|---|')
+  train_ms = {}
+  for name, precision in itertools.product(args.cases.split(','),
+                                           args.precisions.split(',')):
     config = case_config(name)
-    config.model.kernels = args.kernels
+    config.train.precision = precision
     shape = CASES[name][3] if args.quick else CASES[name][2]
     # Parameter parity first: a port that differs is not a peer.
     jax_params = shapes.count(shapes.variable_shapes(
@@ -400,18 +413,24 @@ def main(argv=None):
     assert jax_params == torch_params, (name, jax_params, torch_params)
     load = timing.load_average()
     j = jax_case(config, shape)
-    t = torch_case(config, shape)
+    t = torch_case(config, shape, precision)
     times = {}
     for mode in ('train', 'infer'):
       m = timing.median_times({'jax': j[mode], 'torch': t[mode]}, args.steps,
                               args.warmup, pause=0.05, clock=args.clock)
       times[mode] = (m['jax'], m['torch'])
     (jt, tt), (ji, ti) = times['train'], times['infer']
-    print(f'| {name} | {config.model.name} | {"x".join(map(str, shape))} | '
+    train_ms[name, precision] = jt * 1e3
+    print(f'| {name} | {precision} | {config.model.name} | {"x".join(map(str, shape))} | '
           f'{shape[0]} | {j["params"]:,} / {t["params"]:,} | '
           f'{jt * 1e3:.1f}, {tt * 1e3:.1f} | {tt / jt:.2f} | '
           f'{ji * 1e3:.1f}, {ti * 1e3:.1f} | {ti / ji:.2f} | '
           f'{load:.1f}-{timing.load_average():.1f} |', flush=True)
+  speedups = [f'{name} {train_ms[name, "float32"] / train_ms[name, "bfloat16"]:.2f}x'
+              for name in args.cases.split(',')
+              if (name, 'float32') in train_ms and (name, 'bfloat16') in train_ms]
+  if speedups:
+    print('jaxseg train step, bf16 speed over f32: ' + ', '.join(speedups))
   return 0
 
 

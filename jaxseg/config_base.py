@@ -320,6 +320,10 @@ def config_from_json(path: str) -> ml_collections.ConfigDict:
   if not isinstance(values, dict):
     raise InputError(path, 'a config.json must hold a JSON object')
   values = _tuples(values)
+  # Runs before the oneDNN convolutions chose kernels per model
+  # (model.kernels = 'auto' | 'native' | 'cpu'); the platform decides now.
+  if isinstance(values.get('model'), dict):
+    values['model'].pop('kernels', None)
   config = get_config()
   for section in FREE_SECTIONS:
     if isinstance(values.get(section), dict):

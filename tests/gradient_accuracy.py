@@ -54,9 +54,6 @@ def gradient(config, batch, dtype):
 
 def main():
   config = tiny(load_config())
-  # `gradient_accuracy.py native`: flax's layers and XLA's ops, the reference
-  # the CPU substitutes are held to.
-  config.model.kernels = sys.argv[1] if len(sys.argv) > 1 else 'auto'
   config.model.dropout_rate = 0.0  # masks drawn in float64 would differ
   rng = np.random.default_rng(0)
   image = rng.normal(size=(8, 32, 32, 4))

@@ -106,3 +106,19 @@ def test_add_overridden_fields_types_them_by_the_default():
   assert config.loss.per_sample is False         # focal_dice's default
   with pytest.raises(config_flags.UnknownField, match="did you mean 'per_sample'"):
     config_flags.add_overridden_fields(config, ['loss.per_sampel'])
+
+
+def test_a_config_json_from_before_the_onednn_dispatch_still_loads(tmp_path):
+  # Runs before oneDNN wrote model.kernels ('auto' | 'native' | 'cpu'); the
+  # platform picks the kernels now, and the key is dropped on reading.
+  import json
+  from conftest import load_config
+  from jaxseg import config_base, train
+  config = load_config('brats19_resunet')
+  values = json.loads(config.to_json_best_effort())
+  values['model']['kernels'] = 'auto'
+  path = tmp_path / 'config.json'
+  path.write_text(json.dumps(values))
+  loaded = config_base.config_from_json(str(path))
+  assert 'kernels' not in loaded.model
+  assert train.build_model(loaded).widths == tuple(config.model.widths)

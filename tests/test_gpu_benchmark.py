@@ -11,7 +11,7 @@ from conftest import REPO
 
 SCRIPT = REPO / 'benchmarks' / 'gpu.py'
 # One row of every kind (the step rows differ only in their config keys).
-ROWS = ('peak,unet3d:f32:native,unet3d:bf16:cpu,unet3d:augment-device,'
+ROWS = ('peak,unet3d:f32,unet3d:bf16,unet3d:augment-device,'
         'unet3d:augment-host,resunet:mc-dropout,torch:unet')
 
 
@@ -37,16 +37,13 @@ def test_every_kind_of_row_runs(smoke):
   rows = {(r['row'], r.get('precision')): r for r in report['rows']}
   # In the script's run order, whatever the order asked.
   assert [r['row'] for r in report['rows']] == [
-      'peak', 'unet3d:f32:native', 'unet3d:augment-device',
-      'unet3d:augment-host', 'resunet:mc-dropout', 'torch:unet', 'torch:unet',
-      'unet3d:bf16:cpu']
+      'peak', 'unet3d:f32', 'unet3d:bf16', 'unet3d:augment-device',
+      'unet3d:augment-host', 'resunet:mc-dropout', 'torch:unet', 'torch:unet']
   for r in report['rows']:
-    if r['kernels'] == 'cpu' and 'no model.kernels' in r.get('skipped', ''):
-      continue                 # a checkout whose models lack model.kernels
     assert 'skipped' not in r, r
   peak = rows['peak', 'float32']
   assert peak['bf16_flops_per_s'] > 0 and peak['f32_flops_per_s'] > 0
-  step = rows['unet3d:f32:native', 'float32']
+  step = rows['unet3d:f32', 'float32']
   assert step['input'] == [2, 16, 16, 16, 4]
   assert step['images_per_s'] == pytest.approx(2 / step['step_s'])
   assert step['voxels_per_s'] == pytest.approx(2 * 16 ** 3 / step['step_s'])
@@ -56,7 +53,7 @@ def test_every_kind_of_row_runs(smoke):
   assert augment['loader_over_step'] == pytest.approx(
       augment['loader_batches_per_s'] * augment['step_s'])
   host = rows['unet3d:augment-host', 'float32']
-  assert host['loader_batches_per_s'] > 0 and 'x the unet3d:f32:native' in \
+  assert host['loader_batches_per_s'] > 0 and 'x the unet3d:f32' in \
       host['note']
   mc = rows['resunet:mc-dropout', 'float32']
   assert mc['max_abs_diff'] < 1e-4 and mc['vmap_s'] > 0 and mc['loop_s'] > 0
@@ -78,11 +75,11 @@ def test_one_markdown_table_with_the_anchor(smoke):
 
 def test_a_slow_row_is_killed_and_a_spent_budget_skips(tmp_path, cache_dir):
   """Each row in its own process: one over its limit becomes a note."""
-  report, table, _ = _run(tmp_path / 'a', '--rows=peak,unet:f32:native',
-                          '--limit=unet:f32:native=1')
+  report, table, _ = _run(tmp_path / 'a', '--rows=peak,unet:f32',
+                          '--limit=unet:f32=1')
   peak, unet = report['rows']
   assert 'skipped' not in peak and peak['bf16_flops_per_s'] > 0
   assert 'limit: killed' in unet['skipped'] and 'skipped: still running' in table
   report, table, _ = _run(tmp_path / 'b', '--rows=resunet', '--budget=0')
-  assert len(report['rows']) == 5            # resunet:* rows, none started
+  assert len(report['rows']) == 3            # resunet:* rows, none started
   assert all('budget is spent' in r['skipped'] for r in report['rows'])

@@ -1,23 +1,21 @@
 """The GPU/TPU path without a GPU: train steps lowered for cuda and tpu here.
 
-jaxseg's CPU substitutes (3D convolutions as depth-sliced 2D ones, argmax
-max-pooling, sub-pixel transposed convolutions; jaxseg.models.kernels) must
-reach a CPU lowering only. This lowers the train step of three study
-configs, shrunk, for 'cuda' and 'tpu' with jax.export on this CPU host and
-reads the StableHLO: XLA's native ops, no substitute. Conversely the CPU
-lowering with model.kernels='auto' has the substitutes and 'native' forces
-the native ops there too. f32 and bf16 (config.train.precision).
+jaxseg's CPU implementations (oneDNN's convolutions, argmax max-pooling;
+jaxseg.models.ops) must reach a CPU lowering only. This lowers the train
+step of three study configs, shrunk, for 'cuda' and 'tpu' with jax.export
+on this CPU host and reads the StableHLO: XLA's native ops, no oneDNN call.
+Conversely the CPU lowering runs every convolution on oneDNN. f32 and bf16
+(config.train.precision). A CPU step equals the float64 step (XLA's
+convolutions) to float32 rounding.
 
 What the text shows for each layer:
-  * convolution: `stablehlo.convolution` with a rank-5 (3D) or rank-4 (2D)
-    kernel; the depth-sliced substitute is a rank-4 convolution in a 3D
-    model.
+  * convolution: native is `stablehlo.convolution` with a rank-5 (3D) or
+    rank-4 (2D) kernel; on the CPU a `stablehlo.custom_call
+    @jaxseg_onednn_conv_*` per pass.
   * max-pool: native is `stablehlo.reduce_window` (its gradient
-    `select_and_scatter`); the substitute an argmax, a `stablehlo.reduce`
-    over (value, index) pairs, and no reduce_window.
-  * transposed convolution: native is a convolution with `lhs_dilate`; the
-    substitute stride-1 convolutions, no lhs_dilate above 1 (none of these
-    configs has a strided convolution, whose gradient would have one).
+    `select_and_scatter`); on the CPU an argmax, a `stablehlo.reduce` over
+    (value, index) pairs, and no reduce_window.
+  * transposed convolution: native is a convolution with `lhs_dilate`.
 """
 
 import functools
@@ -32,6 +30,7 @@ import pytest
 
 from conftest import load_config
 from jaxseg import losses
+from jaxseg import onednn
 from jaxseg import train
 from jaxseg.data import preprocess
 
@@ -62,10 +61,9 @@ def _small(name):
 CONFIGS = ('brats19_resunet', 'lgg_unet', 'brats_unet3d_regions')
 
 
-def _step_and_args(name, precision, kernels):
+def _step_and_args(name, precision):
   config, image_shape = _small(name)
   config.train.precision = precision
-  config.model.kernels = kernels
   model = train.build_model(config)
   state = train.abstract_train_state(model, optax.adam(1e-3), image_shape)
   outputs = preprocess.num_outputs(config.data.label_mode)
@@ -82,16 +80,16 @@ def _step_and_args(name, precision, kernels):
 
 
 @functools.lru_cache(maxsize=None)
-def _traced(name, precision, kernels):
-  step, args, nd = _step_and_args(name, precision, kernels)
+def _traced(name, precision):
+  step, args, nd = _step_and_args(name, precision)
   return step.trace(*args), nd
 
 
 @functools.lru_cache(maxsize=None)
-def _lowered(name, precision, kernels, platform):
+def _lowered(name, precision, platform):
   """(StableHLO text, spatial rank) of the config's train step lowered for
   `platform` on this host (what jax.export does, traced once for all)."""
-  traced, nd = _traced(name, precision, kernels)
+  traced, nd = _traced(name, precision)
   return traced.lower(lowering_platforms=(platform,)).as_text(), nd
 
 
@@ -111,7 +109,12 @@ def _ops(text):
     tensors = _TENSOR.findall(conv)
     ranks.add(len(tensors[1][0].split('x')))  # the kernel's rank
     dtypes.update(t[1] for t in tensors)
+  onednn_calls = [line for line in text.splitlines()
+                  if 'custom_call @jaxseg_onednn_conv' in line]
   return dict(convs=len(convs), kernel_ranks=ranks, conv_dtypes=dtypes,
+              onednn=len(onednn_calls),
+              onednn_dtypes={d for line in onednn_calls
+                             for d in ('f32', 'bf16') if f'x{d}>' in line},
               reduce_window=text.count('stablehlo.reduce_window'),
               select_and_scatter=text.count('stablehlo.select_and_scatter'),
               argmax=len(_ARGMAX.findall(text)),
@@ -120,21 +123,22 @@ def _ops(text):
 
 
 def _assert_native(ops, nd, precision):
-  assert ops['convs'] > 0
-  assert ops['kernel_ranks'] == {nd + 2}, ops  # no depth-sliced 2D convs
+  assert ops['convs'] > 0 and ops['onednn'] == 0, ops
+  assert ops['kernel_ranks'] == {nd + 2}, ops
   assert ops['reduce_window'] > 0 and ops['select_and_scatter'] > 0, ops
   assert ops['argmax'] == 0, ops
   assert ops['lhs_dilate'] > 0, ops  # ConvTranspose as lhs-dilated conv
   assert _dtype(precision) in ops['conv_dtypes'], ops
 
 
-def _assert_substitutes(ops, nd, precision):
-  assert ops['kernel_ranks'] == {4}, ops  # 3D convs as 2D ones, too
+def _assert_cpu(ops, nd, precision):
+  if onednn.available():
+    assert ops['convs'] == 0 and ops['onednn'] > 0, ops
+    assert _dtype(precision) in ops['onednn_dtypes'], ops
+  else:  # XLA's convolutions where the extension is not built
+    assert ops['kernel_ranks'] == {nd + 2}, ops
   assert ops['reduce_window'] == 0 and ops['select_and_scatter'] == 0, ops
   assert ops['argmax'] > 0, ops
-  assert ops['lhs_dilate'] == 0, ops
-  assert _dtype(precision) in ops['conv_dtypes'], ops
-  del nd
 
 
 def _dtype(precision):
@@ -145,62 +149,65 @@ def _dtype(precision):
 @pytest.mark.parametrize('platform', ['cuda', 'tpu'])
 @pytest.mark.parametrize('name', CONFIGS)
 def test_accelerator_lowering_uses_native_ops(name, platform, precision):
-  text, nd = _lowered(name, precision, 'auto', platform)
+  text, nd = _lowered(name, precision, platform)
   _assert_native(_ops(text), nd, precision)
 
 
 @pytest.mark.parametrize('precision', ['float32', 'bfloat16'])
 @pytest.mark.parametrize('name', CONFIGS)
-def test_cpu_lowering_uses_substitutes_unless_native(name, precision):
-  text, nd = _lowered(name, precision, 'auto', 'cpu')
-  _assert_substitutes(_ops(text), nd, precision)
-  text, nd = _lowered(name, precision, 'native', 'cpu')
-  _assert_native(_ops(text), nd, precision)
-
-
-def test_cpu_kernels_setting_forces_substitutes_on_accelerators():
-  text, nd = _lowered('brats_unet3d_regions', 'float32', 'cpu', 'cuda')
-  _assert_substitutes(_ops(text), nd, 'float32')
+def test_cpu_lowering_runs_onednn_and_argmax_pooling(name, precision):
+  text, nd = _lowered(name, precision, 'cpu')
+  _assert_cpu(_ops(text), nd, precision)
 
 
 def test_one_export_for_cpu_and_cuda_carries_both():
-  step, args, _ = _step_and_args('brats_unet3d_regions', 'float32', 'auto')
-  exported = export.export(step, platforms=('cpu', 'cuda'))(*args)
+  step, args, _ = _step_and_args('brats_unet3d_regions', 'float32')
+  # jaxseg's custom calls are not among jax.export's stable ones: an
+  # exported CPU program runs where jaxseg.onednn registered them.
+  checks = [export.DisabledSafetyCheck.custom_call(target) for target in (
+      'jaxseg_onednn_conv_fwd', 'jaxseg_onednn_conv_bwd_data',
+      'jaxseg_onednn_conv_bwd_weights')]
+  exported = export.export(step, platforms=('cpu', 'cuda'),
+                           disabled_checks=checks)(*args)
   ops = _ops(exported.mlir_module())
-  assert ops['kernel_ranks'] == {4, 5} and ops['argmax'] and ops['lhs_dilate']
+  assert ops['kernel_ranks'] == {5} and ops['argmax'] and ops['lhs_dilate']
+  assert ops['onednn'] > 0 or not onednn.available()
   assert exported.platforms == ('cpu', 'cuda')
 
 
-def _concrete_step(name, kernels):
+def _concrete_step(name, dtype):
+  """One SGD step of learning rate 1 computed in `dtype`: the gradient."""
   config, image_shape = _small(name)
-  config.model.kernels = kernels
-  config.model.dropout_rate = 0.0 if 'dropout_rate' in config.model else None
-  if config.model.dropout_rate is None:
-    del config.model['dropout_rate']
+  config.model.dtype = np.dtype(dtype).name  # the layers compute in it too
+  if 'dropout_rate' in config.model:
+    config.model.dropout_rate = 0.0
   model = train.build_model(config)
   tx = optax.sgd(1.0)
   state = train.create_train_state(model, tx, jax.random.key(0), image_shape)
+  state = jax.tree.map(lambda x: x.astype(dtype) if getattr(
+      x, 'dtype', None) == np.float32 else x, state)
   outputs = preprocess.num_outputs(config.data.label_mode)
   rng = np.random.default_rng(0)
   shape = (BATCH,) + image_shape
-  batch = dict(image=jnp.asarray(rng.normal(size=shape), jnp.float32),
+  batch = dict(image=jnp.asarray(rng.normal(size=shape), dtype),
                target=jnp.asarray(rng.random(shape[:-1] + (outputs,)) < 0.3,
-                                  jnp.float32),
-               weight=jnp.ones((BATCH,), jnp.float32))
+                                  dtype),
+               weight=jnp.ones((BATCH,), dtype))
   step = jax.jit(functools.partial(
       train.train_step, loss_fn=losses.build(config.loss),
       activation=preprocess.activation(config.data.label_mode)))
   new, _ = step(state, batch, jax.random.key(1))
-  return jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b),
-                      state.params, new.params)
+  return [np.asarray(a, np.float64) - np.asarray(b, np.float64) for a, b in
+          zip(jax.tree.leaves(state.params), jax.tree.leaves(new.params))]
 
 
 @pytest.mark.parametrize('name', CONFIGS)
-def test_substitutes_and_native_ops_give_the_same_step(name):
-  # One SGD step of learning rate 1: the parameter change is the gradient.
-  native = _concrete_step(name, 'native')
-  auto = _concrete_step(name, 'auto')
-  num = sum(float(np.sum((a - b) ** 2)) for a, b in
-            zip(jax.tree.leaves(auto), jax.tree.leaves(native)))
-  den = sum(float(np.sum(b ** 2)) for b in jax.tree.leaves(native))
+def test_cpu_step_equals_the_float64_step(name):
+  # float32 on the CPU path (oneDNN) against float64, where every
+  # convolution is XLA's: the gradients agree to float32 rounding.
+  ours = _concrete_step(name, np.float32)
+  with jax.enable_x64(True):
+    reference = _concrete_step(name, np.float64)
+  num = sum(float(np.sum((a - b) ** 2)) for a, b in zip(ours, reference))
+  den = sum(float(np.sum(b ** 2)) for b in reference)
   assert np.sqrt(num / den) < 1e-5

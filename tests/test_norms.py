@@ -3,8 +3,8 @@
 The fused CPU formulation (one-pass float32 statistics, a closed-form
 backward pass) must give flax's values, gradients (input, scale, bias),
 batch statistics, parameter trees and auto-names; in float64 to rounding
-of the formulas, in float32 and bf16 to float noise. kernels='native'
-and the non-CPU branch of 'auto' are flax's formulas themselves.
+of the formulas, in float32 and bf16 to float noise. The non-CPU branch is
+flax's formulas themselves.
 """
 
 import flax.linen as nn
@@ -18,20 +18,18 @@ from jaxseg.models import layers
 from jaxseg.models import norms
 
 
-def _pair(kind, kernels='cpu', **kw):
+def _pair(kind, **kw):
   """(flax module, jaxseg module) of one kind with the same settings."""
   if kind == 'batch':
     return (nn.BatchNorm(use_running_average=False, momentum=0.9, **kw),
-            norms.BatchNorm(use_running_average=False, momentum=0.9,
-                            kernels=kernels, **kw))
+            norms.BatchNorm(use_running_average=False, momentum=0.9, **kw))
   if kind == 'layer':
-    return nn.LayerNorm(**kw), norms.LayerNorm(kernels=kernels, **kw)
+    return nn.LayerNorm(**kw), norms.LayerNorm(**kw)
   if kind == 'instance':
-    return nn.InstanceNorm(**kw), norms.InstanceNorm(kernels=kernels, **kw)
+    return nn.InstanceNorm(**kw), norms.InstanceNorm(**kw)
   if kind == 'group':
     return (nn.GroupNorm(num_groups=None, group_size=4, **kw),
-            norms.GroupNorm(num_groups=None, group_size=4, kernels=kernels,
-                            **kw))
+            norms.GroupNorm(num_groups=None, group_size=4, **kw))
   raise ValueError(kind)
 
 
@@ -45,8 +43,8 @@ def _value_and_grads(module, variables, x, w):
   return y, updates, grads
 
 
-def _compare(kind, shape, x_dtype, kernels='cpu', atol=None, **kw):
-  ref, ours = _pair(kind, kernels, **kw)
+def _compare(kind, shape, x_dtype, atol=None, **kw):
+  ref, ours = _pair(kind, **kw)
   x = (random_array(shape) * 2 + 0.7).astype(x_dtype)
   variables = ref.init(jax.random.key(0), x)
   assert (jax.tree.map(np.shape, ours.init(jax.random.key(0), x)) ==
@@ -89,37 +87,33 @@ def test_fused_norm_equals_flax_in_bfloat16(kind):
   _compare(kind, (4, 6, 5, 16), jnp.bfloat16, atol=2e-2, dtype=jnp.bfloat16)
 
 
-@pytest.mark.parametrize('kind', KINDS)
-@pytest.mark.parametrize('kernels', ['auto', 'native'])
-def test_other_settings_equal_flax(kind, kernels):
-  _compare(kind, (4, 6, 5, 16), jnp.float32, kernels=kernels, atol=2e-5)
-
-
 def test_inference_mode_batch_norm_is_flax_itself():
   x = random_array((4, 6, 5, 16))
   ref = nn.BatchNorm(use_running_average=True)
-  ours = norms.BatchNorm(use_running_average=True, kernels='cpu')
+  ours = norms.BatchNorm(use_running_average=True)
   variables = ref.init(jax.random.key(0), x)
   np.testing.assert_array_equal(ours.apply(variables, x),
                                 ref.apply(variables, x))
 
 
+FLAX = {'batch': lambda **kw: nn.BatchNorm(use_running_average=False, **kw),
+        'instance': nn.InstanceNorm, 'layer': nn.LayerNorm,
+        'group': lambda **kw: nn.GroupNorm(num_groups=None, group_size=4, **kw)}
+
+
 @pytest.mark.parametrize('kind', KINDS)
-@pytest.mark.parametrize('kernels', ['auto', 'cpu', 'native'])
-def test_layers_norm_keeps_flax_names_and_variables(kind, kernels):
+def test_layers_norm_keeps_flax_names_and_variables(kind):
   class Net(nn.Module):
     @nn.compact
     def __call__(self, x):
-      x = layers.norm(kind, True, kernels=kernels, group_size=4)(x)
-      return layers.norm(kind, True, kernels=kernels, group_size=4,
-                         name='named')(x)
+      x = layers.norm(kind, True, group_size=4)(x)
+      return layers.norm(kind, True, group_size=4, name='named')(x)
 
   class Ref(nn.Module):
     @nn.compact
     def __call__(self, x):
-      x = layers.norm(kind, True, kernels='native', group_size=4)(x)
-      return layers.norm(kind, True, kernels='native', group_size=4,
-                         name='named')(x)
+      x = FLAX[kind]()(x)
+      return FLAX[kind](name='named')(x)
 
   x = random_array((2, 4, 4, 8))
   shapes = lambda m: jax.tree.map(  # noqa: E731
@@ -129,7 +123,7 @@ def test_layers_norm_keeps_flax_names_and_variables(kind, kernels):
 
 def test_fused_backward_is_one_custom_vjp_on_the_cpu_only():
   x = random_array((2, 4, 4, 8))
-  module = norms.BatchNorm(use_running_average=False, kernels='auto')
+  module = norms.BatchNorm(use_running_average=False)
   variables = module.init(jax.random.key(0), x)
 
   def loss(p, x):

@@ -4,9 +4,9 @@ The references are independent formulations: reduce-window with
 select-and-scatter for the pool, and lax.conv_transpose (a convolution of
 the stride-dilated input) for the transposed convolution. Values and
 gradients (input and parameters) must agree; parameter trees must be equal,
-so checkpoints and PyTorch weight ports carry over. Both are CPU
-substitutes: kernels='auto' uses them where the program is lowered for the
-CPU only, 'native' never, 'cpu' everywhere (jaxseg.models.kernels).
+so checkpoints and PyTorch weight ports carry over. In CPU lowerings the
+transposed convolution is oneDNN's deconvolution and the pool an argmax
+over reshaped windows; GPU and TPU lowerings keep XLA's ops.
 """
 
 import re
@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 
 from conftest import assert_layer_matches, random_array
+from jaxseg import onednn
 from jaxseg.models import sampling
 
 CONV_T = [  # (kernel, stride, padding)
     (2, 2, 'VALID'), (2, 2, 'SAME'), (3, 2, 'SAME'), (4, 2, 'SAME'),
     (3, 1, 'SAME'), (1, 2, 'SAME'), (3, 3, 'SAME'), (5, 2, 'SAME'),
-    (4, 2, 'pairs'), (3, 2, 'VALID'),  # the last: odd output, lax fallback
+    (4, 2, 'pairs'), (3, 2, 'VALID'),
 ]
 
 
@@ -37,31 +38,10 @@ def test_conv_transpose_equals_flax(nd, kernel, stride, padding):
     padding = ((1, 2),) * nd
   kw = dict(features=4, kernel_size=(kernel,) * nd, strides=(stride,) * nd,
             padding=padding)
-  assert_layer_matches(sampling.ConvTranspose(**kw, kernels='cpu'),
+  assert_layer_matches(sampling.ConvTranspose(**kw),
                        nn.ConvTranspose(**kw),
                        _x((2,) + (5,) * nd + (3,)), key=jax.random.key(1),
                        atol=1e-5, grad_atol=1e-4, grad_seed=2)
-
-
-def test_conv_transpose_takes_the_sub_pixel_path_where_it_should():
-  x = _x((1, 6, 6, 2))
-  fast = sampling.ConvTranspose(3, (3, 3), strides=(2, 2), padding='SAME')
-  assert fast._plan(x) is not None
-  odd = sampling.ConvTranspose(3, (3, 3), strides=(2, 2), padding='VALID')
-  assert odd._plan(x) is None  # 13x13 output: not a multiple of the stride
-  hlo = jax.jit(lambda v, x: fast.apply(v, x)).lower(
-      fast.init(jax.random.key(0), x), x).as_text()
-  assert 'lhs_dilation' not in hlo  # no dilated-input convolution
-
-
-@pytest.mark.parametrize('nd', [2, 3])
-def test_native_conv_transpose_equals_flax(nd):
-  kw = dict(features=4, kernel_size=(3,) * nd, strides=(2,) * nd,
-            padding='SAME')
-  assert_layer_matches(sampling.ConvTranspose(**kw, kernels='native'),
-                       nn.ConvTranspose(**kw), _x((2,) + (5,) * nd + (3,)),
-                       key=jax.random.key(1), atol=1e-5, grad_atol=1e-4,
-                       grad_seed=2)
 
 
 def _lowered(fn, args, platform):
@@ -71,41 +51,28 @@ def _lowered(fn, args, platform):
   return lowered.as_text()
 
 
-_SETTINGS = [  # (kernels, lowering platform (None: this CPU), substitute?)
-    ('auto', None, True), ('cpu', None, True), ('native', None, False),
-    ('auto', 'cuda', False), ('auto', 'tpu', False), ('cpu', 'cuda', True)]
-
-
-@pytest.mark.parametrize('kernels,platform,substitute', _SETTINGS)
-def test_conv_transpose_substitute_on_cpu_only(kernels, platform, substitute):
+@pytest.mark.parametrize('platform,on_cpu', [(None, True), ('cuda', False),
+                                              ('tpu', False)])
+def test_conv_transpose_is_onednn_s_on_the_cpu_only(platform, on_cpu):
   x = _x((1, 6, 6, 2))
-  layer = sampling.ConvTranspose(3, (3, 3), strides=(2, 2), padding='SAME',
-                                 kernels=kernels)
+  layer = sampling.ConvTranspose(3, (3, 3), strides=(2, 2), padding='SAME')
   v = layer.init(jax.random.key(0), x)
   loss = lambda v, x: jnp.sum(layer.apply(v, x) ** 2)  # noqa: E731
   hlo = _lowered(jax.grad(loss, argnums=(0, 1)), (v, x), platform)
   dilated = re.findall(r'lhs_dilate = \[([0-9, ]+)\]', hlo)
-  assert any(d.replace(' ', '') != '1,1' for d in dilated) == (not substitute)
+  assert any(d.replace(' ', '') != '1,1' for d in dilated) == (not on_cpu)
+  if onednn.available():
+    assert ('jaxseg_onednn_conv' in hlo) == on_cpu
 
 
-@pytest.mark.parametrize('kernels,platform,substitute', _SETTINGS)
-def test_max_pool_substitute_on_cpu_only(kernels, platform, substitute):
+@pytest.mark.parametrize('platform,on_cpu', [(None, True), ('cuda', False),
+                                              ('tpu', False)])
+def test_max_pool_argmax_on_the_cpu_only(platform, on_cpu):
   x = _x((2, 8, 8, 3))
-  loss = lambda x: jnp.sum(sampling.max_pool(x, 2, kernels=kernels) ** 2)  # noqa: E731
+  loss = lambda x: jnp.sum(sampling.max_pool(x, 2) ** 2)  # noqa: E731
   hlo = _lowered(jax.grad(loss), (x,), platform)
-  assert ('reduce_window' in hlo) == (not substitute)
-  assert ('select_and_scatter' in hlo) == (not substitute)
-
-
-@pytest.mark.parametrize('kernels', ['cpu', 'native'])
-def test_max_pool_settings_equal_flax(kernels):
-  x = jax.nn.relu(_x((2, 6, 6, 6, 2)))
-  ref = lambda x: nn.max_pool(x, (2,) * 3, strides=(2,) * 3)  # noqa: E731
-  ours = lambda x: sampling.max_pool(x, 2, kernels=kernels)  # noqa: E731
-  np.testing.assert_array_equal(ours(x), ref(x))
-  w = _x(ref(x).shape, seed=3)
-  np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(ours(x) * w))(x),
-                                jax.grad(lambda x: jnp.sum(ref(x) * w))(x))
+  assert ('reduce_window' in hlo) == (not on_cpu)
+  assert ('select_and_scatter' in hlo) == (not on_cpu)
 
 
 def test_conv_transpose_matches_pytorch_3x3_stride_2():
@@ -139,8 +106,7 @@ def test_max_pool_equals_flax_values_and_first_max_gradient(shape, window,
   x = jax.nn.relu(_x(shape))  # half the entries tie at zero
   ref = lambda x: nn.max_pool(x, (window,) * nd, strides=(window,) * nd,  # noqa: E731
                               padding=padding)
-  ours = lambda x: sampling.max_pool(x, window, padding=padding,  # noqa: E731
-                                     kernels='cpu')
+  ours = lambda x: sampling.max_pool(x, window, padding=padding)  # noqa: E731
   np.testing.assert_array_equal(ours(x), ref(x))
   w = _x(ref(x).shape, seed=3)
   g_ref = jax.grad(lambda x: jnp.sum(ref(x) * w))(x)

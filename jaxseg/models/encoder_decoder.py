@@ -28,7 +28,6 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxseg.models import kernels as kernels_lib
 from jaxseg.models import layers
 from jaxseg.models.registry import register
 from jaxseg.models.unet import conv, conv_transpose, max_pool
@@ -47,8 +46,6 @@ class EncoderDecoder(nn.Module):
     dropout_rate: dropout after each ReLU (0 in the study).
     spatial_dropout: drop whole channels (True) or single activations.
     dtype: computation dtype; parameters and logits are float32.
-    kernels: 'auto' (CPU substitutes on a CPU lowering, XLA's native ops
-      elsewhere), 'native' or 'cpu'; see jaxseg.models.kernels.
   """
   num_classes: int = 1
   widths: Sequence[int] = (32, 64)
@@ -58,13 +55,11 @@ class EncoderDecoder(nn.Module):
   dropout_rate: float = 0.0
   spatial_dropout: bool = True
   dtype: Any = jnp.float32
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
     """x: (N, H, W, C) or (N, D, H, W, C) -> logits (..., num_classes)."""
     layers.check_norm(self.norm)
-    kernels_lib.check(self.kernels)
     if not self.widths:
       raise ValueError('widths must name at least one encoder level')
     layers.check_divisible(x, 2 ** len(self.widths),
@@ -75,24 +70,21 @@ class EncoderDecoder(nn.Module):
 
     def finish(x, i, part):
       x = layers.norm(self.norm, train, name=f'{part}_norm_{i}',
-                      dtype=self.dtype, kernels=self.kernels)(x)
+                      dtype=self.dtype)(x)
       return layers.dropout(nn.relu(x), self.dropout_rate,
                             self.spatial_dropout, train)
 
     x = x.astype(self.dtype)
     for i, width in enumerate(self.widths):
       x = conv(x, width, self.kernel_size, use_bias=use_bias,
-               dtype=self.dtype, name=f'encoder_conv_{i}',
-               kernels=self.kernels)
-      x = max_pool(finish(x, i, 'encoder'), 2, self.kernels)
+               dtype=self.dtype, name=f'encoder_conv_{i}')
+      x = max_pool(finish(x, i, 'encoder'), 2)
       self.sow('intermediates', f'encoder_out_{i}', x)
     for i, width in enumerate(self.widths[-2::-1]):
-      x = conv_transpose(x, width, 2, dtype=self.dtype, name=f'decoder_up_{i}',
-                         kernels=self.kernels)
+      x = conv_transpose(x, width, 2, dtype=self.dtype, name=f'decoder_up_{i}')
       x = finish(x, i, 'decoder')
       self.sow('intermediates', f'decoder_out_{i}', x)
-    x = conv_transpose(x, self.num_classes, 2, dtype=self.dtype, name='head',
-                       kernels=self.kernels)
+    x = conv_transpose(x, self.num_classes, 2, dtype=self.dtype, name='head')
     return x.astype(jnp.float32)
 
 
@@ -125,15 +117,13 @@ class ResidualBlock(nn.Module):
   dropout_rate: float = 0.2
   spatial_dropout: bool = True
   dtype: Any = jnp.float32
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
     c = lambda y, name: conv(y, self.features, self.kernel_size,  # noqa: E731
-                             dtype=self.dtype, name=name, kernels=self.kernels)
+                             dtype=self.dtype, name=name)
     h = c(x, 'proj') if x.shape[-1] != self.features else x
-    y = layers.norm(self.norm, train, name='norm', dtype=self.dtype,
-                    kernels=self.kernels)(h)
+    y = layers.norm(self.norm, train, name='norm', dtype=self.dtype)(h)
     y = nn.relu(c(y, 'conv1'))
     y = layers.dropout(y, self.dropout_rate, self.spatial_dropout, train)
     y = nn.relu(c(y, 'conv2'))
@@ -158,8 +148,6 @@ class ResNetEncoderDecoder(nn.Module):
       give it, 0.2 is a guess.
     spatial_dropout: drop whole channels (Dropout2d) or single activations.
     dtype: computation dtype; parameters and logits are float32.
-    kernels: 'auto' (CPU substitutes on a CPU lowering, XLA's native ops
-      elsewhere), 'native' or 'cpu'; see jaxseg.models.kernels.
   """
   num_classes: int = 1
   widths: Sequence[int] = (32, 128)
@@ -170,13 +158,11 @@ class ResNetEncoderDecoder(nn.Module):
   dropout_rate: float = 0.2
   spatial_dropout: bool = True
   dtype: Any = jnp.float32
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
     """x: (N, H, W, C) or (N, D, H, W, C) -> logits (..., num_classes)."""
     layers.check_norm(self.norm)
-    kernels_lib.check(self.kernels)
     if not self.widths or len(self.pools) != len(self.widths):
       raise ValueError(f'pools {tuple(self.pools)} needs one entry per width '
                        f'{tuple(self.widths)}')
@@ -189,18 +175,17 @@ class ResNetEncoderDecoder(nn.Module):
     layers.check_divisible(x, total, f'product of pools {tuple(self.pools)}')
     block = lambda w, name: ResidualBlock(  # noqa: E731
         w, self.kernel_size, self.norm, self.dropout_rate, self.spatial_dropout,
-        self.dtype, self.kernels, name=name)
+        self.dtype, name=name)
 
     x = x.astype(self.dtype)
     for i, (width, pool) in enumerate(zip(self.widths, self.pools)):
-      x = max_pool(block(width, f'encoder_{i}')(x, train), pool, self.kernels)
+      x = max_pool(block(width, f'encoder_{i}')(x, train), pool)
       self.sow('intermediates', f'encoder_out_{i}', x)
     ups = tuple(self.pools[::-1])
     for i, width in enumerate(self.decoder_widths):
-      x = conv_transpose(x, width, ups[i], dtype=self.dtype, name=f'up_{i}',
-                         kernels=self.kernels)
+      x = conv_transpose(x, width, ups[i], dtype=self.dtype, name=f'up_{i}')
       x = block(width, f'decoder_{i}')(x, train)
       self.sow('intermediates', f'decoder_out_{i}', x)
     x = conv_transpose(x, self.num_classes, ups[-1], dtype=self.dtype,
-                       name='head', kernels=self.kernels)
+                       name='head')
     return x.astype(jnp.float32)

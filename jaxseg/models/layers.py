@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.models import kernels as kernels_lib
 from jaxseg.models import norms
 
 NORMS = ('batch', 'instance', 'group', 'layer', 'none')
@@ -57,15 +56,15 @@ def check_norm(kind: str, field: str = 'norm') -> None:
 
 def norm(kind: str, train: bool, *, name: Optional[str] = None,
          momentum: float = TORCH_BN_MOMENTUM, epsilon: float = TORCH_BN_EPSILON,
-         group_size: int = 8, dtype: Any = jnp.float32, kernels: str = 'auto'):
+         group_size: int = 8, dtype: Any = jnp.float32):
   """A channel normalisation layer: x (N, ..., C) -> same shape.
 
   'group' uses groups of `group_size` channels (fewer channels: one group);
   'instance' normalises each channel of each sample over its spatial axes.
-  `kernels` picks flax's layers or the CPU substitutes (jaxseg.models.kernels).
+  The layers are jaxseg.models.norms' (flax's, with a one-pass formulation
+  on the CPU).
   """
-  lib = nn if kernels_lib.check(kernels) == 'native' else norms
-  extra = {} if lib is nn else dict(kernels=kernels)
+  lib, extra = norms, {}
   if kind == 'batch':
     return lib.BatchNorm(use_running_average=not train, momentum=momentum,
                          epsilon=epsilon, dtype=dtype, name=name, **extra)

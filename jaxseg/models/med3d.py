@@ -78,7 +78,6 @@ from typing import Any, Dict, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxseg.models import kernels as kernels_lib
 from jaxseg.models import layers
 from jaxseg.models.convolution import Conv
 from jaxseg.models import sampling
@@ -122,18 +121,17 @@ def resolve(depth: int, shortcut_type: Optional[str]) -> tuple:
 
 
 def _conv(features: int, kernel: int, nd: int, dtype: Any, name: str,
-          stride: int = 1, dilation: int = 1,
-          kernels: str = 'auto') -> nn.Conv:
+          stride: int = 1, dilation: int = 1) -> nn.Conv:
   """nn.Conv3d(..., padding=dilation * (kernel - 1) // 2, bias=False)."""
   pad = dilation * (kernel - 1) // 2
   return Conv(features, (kernel,) * nd, strides=(stride,) * nd,
               kernel_dilation=(dilation,) * nd, padding=((pad, pad),) * nd,
               use_bias=False, kernel_init=_kaiming_fan_out, dtype=dtype,
-              name=name, kernels=kernels)
+              name=name)
 
 
 def _shortcut(x, features: int, stride: int, kind: str, norm: str,
-              train: bool, dtype: Any, kernels: str = 'auto'):
+              train: bool, dtype: Any):
   """A block's projected shortcut: (N, *S, C) -> (N, *ceil(S/stride), features).
 
   'A': subsample by `stride` and zero-pad the channels (MedicalNet's
@@ -143,10 +141,8 @@ def _shortcut(x, features: int, stride: int, kind: str, norm: str,
   """
   nd = x.ndim - 2
   if kind == 'B':
-    x = _conv(features, 1, nd, dtype, 'downsample_0', stride=stride,
-              kernels=kernels)(x)
-    return layers.norm(norm, train, name='downsample_1', dtype=dtype,
-                       kernels=kernels)(x)
+    x = _conv(features, 1, nd, dtype, 'downsample_0', stride=stride)(x)
+    return layers.norm(norm, train, name='downsample_1', dtype=dtype)(x)
   x = x[(slice(None),) + (slice(None, None, stride),) * nd]
   return jnp.pad(x, ((0, 0),) * (nd + 1) + ((0, features - x.shape[-1]),))
 
@@ -159,23 +155,21 @@ class BasicBlock(nn.Module):
   shortcut: Optional[str] = None  # None: identity; 'A' or 'B': projected.
   norm: str = 'batch'
   dtype: Any = jnp.float32
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
     """x: (N, *S, C) -> (N, *ceil(S / stride), planes)."""
     nd = x.ndim - 2
     bn = lambda name: layers.norm(self.norm, train, name=name,  # noqa: E731
-                                  dtype=self.dtype, kernels=self.kernels)
+                                  dtype=self.dtype)
     y = _conv(self.planes, 3, nd, self.dtype, 'conv1', self.stride,
-              self.dilation, self.kernels)(x)
+              self.dilation)(x)
     y = nn.relu(bn('bn1')(y))
-    y = _conv(self.planes, 3, nd, self.dtype, 'conv2', 1, self.dilation,
-              self.kernels)(y)
+    y = _conv(self.planes, 3, nd, self.dtype, 'conv2', 1, self.dilation)(y)
     y = bn('bn2')(y)
     if self.shortcut is not None:
       x = _shortcut(x, self.planes, self.stride, self.shortcut, self.norm,
-                    train, self.dtype, self.kernels)
+                    train, self.dtype)
     return nn.relu(y + x)
 
 
@@ -190,25 +184,21 @@ class Bottleneck(nn.Module):
   shortcut: Optional[str] = None
   norm: str = 'batch'
   dtype: Any = jnp.float32
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
     """x: (N, *S, C) -> (N, *ceil(S / stride), 4 planes)."""
     nd = x.ndim - 2
-    k = self.kernels
     bn = lambda name: layers.norm(self.norm, train, name=name,  # noqa: E731
-                                  dtype=self.dtype, kernels=k)
-    y = nn.relu(bn('bn1')(_conv(self.planes, 1, nd, self.dtype, 'conv1',
-                                kernels=k)(x)))
+                                  dtype=self.dtype)
+    y = nn.relu(bn('bn1')(_conv(self.planes, 1, nd, self.dtype, 'conv1')(x)))
     y = _conv(self.planes, 3, nd, self.dtype, 'conv2', self.stride,
-              self.dilation, k)(y)
+              self.dilation)(y)
     y = nn.relu(bn('bn2')(y))
-    y = bn('bn3')(_conv(4 * self.planes, 1, nd, self.dtype, 'conv3',
-                        kernels=k)(y))
+    y = bn('bn3')(_conv(4 * self.planes, 1, nd, self.dtype, 'conv3')(y))
     if self.shortcut is not None:
       x = _shortcut(x, 4 * self.planes, self.stride, self.shortcut,
-                    self.norm, train, self.dtype, k)
+                    self.norm, train, self.dtype)
     return nn.relu(y + x)
 
 
@@ -231,14 +221,12 @@ class ResNet3D(nn.Module):
     remat: recompute each stage's activations in the backward pass (less
       memory, ~1/3 more compute); every residual block is wrapped in
       `nn.remat`, parameter paths (and MedicalNet key mapping) unchanged.
-    kernels: 'auto', 'native' or 'cpu' (jaxseg.models.kernels).
   """
   depth: int = 10
   shortcut_type: Optional[str] = None
   norm: str = 'batch'
   dtype: Any = jnp.float32
   remat: bool = False
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool) -> Dict[str, Any]:
@@ -260,10 +248,8 @@ class ResNet3D(nn.Module):
       block_cls = REMAT_BLOCKS[block_cls]
     expansion = EXPANSION[kind]
     x = x.astype(self.dtype)
-    x = _conv(64, 7, nd, self.dtype, 'conv1', stride=2,
-              kernels=self.kernels)(x)
-    x = nn.relu(layers.norm(self.norm, train, name='bn1', dtype=self.dtype,
-                            kernels=self.kernels)(x))
+    x = _conv(64, 7, nd, self.dtype, 'conv1', stride=2)(x)
+    x = nn.relu(layers.norm(self.norm, train, name='bn1', dtype=self.dtype)(x))
     out = {'conv1': x}
     x = nn.max_pool(x, (3,) * nd, strides=(2,) * nd, padding=((1, 1),) * nd)
     inplanes = 64
@@ -273,7 +259,7 @@ class ResNet3D(nn.Module):
         s = stride if j == 0 else 1
         project = j == 0 and (s != 1 or inplanes != planes * expansion)
         x = block_cls(planes, s, dilation, shortcut if project else None,
-                      self.norm, self.dtype, self.kernels,
+                      self.norm, self.dtype,
                       name=f'layer{i + 1}_{j}')(x, train)
         inplanes = planes * expansion
       out[f'layer{i + 1}'] = x
@@ -285,7 +271,6 @@ class DoubleConv(nn.Module):
   features: int
   norm: str = 'batch'
   dtype: Any = jnp.float32
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -293,9 +278,9 @@ class DoubleConv(nn.Module):
     for i in range(2):
       x = Conv(self.features, (3,) * nd, padding='SAME',
                use_bias=self.norm == 'none', kernel_init=_kaiming_fan_out,
-               dtype=self.dtype, name=f'conv{i + 1}', kernels=self.kernels)(x)
+               dtype=self.dtype, name=f'conv{i + 1}')(x)
       x = nn.relu(layers.norm(self.norm, train, name=f'norm{i + 1}',
-                              dtype=self.dtype, kernels=self.kernels)(x))
+                              dtype=self.dtype)(x))
     return x
 
 
@@ -329,8 +314,6 @@ class Med3DUNet(nn.Module):
       memory, ~1/3 more compute); the backbone's residual blocks and the
       U-Net's encoder and decoder double convs are wrapped in `nn.remat`,
       parameter names unchanged.
-    kernels: 'auto' (CPU substitutes on a CPU lowering, XLA's native ops
-      elsewhere), 'native' or 'cpu'; see jaxseg.models.kernels.
   """
   num_classes: int = 3
   depth: int = 10
@@ -344,11 +327,9 @@ class Med3DUNet(nn.Module):
   spatial_dropout: bool = True
   dtype: Any = jnp.float32
   remat: bool = False
-  kernels: str = 'auto'
 
   def _check(self, x):
     resolve(self.depth, self.shortcut_type)
-    kernels_lib.check(self.kernels)
     layers.check_norm(self.norm)
     layers.check_norm(self.backbone_norm, 'backbone_norm')
     if len(self.features) != 4:
@@ -366,7 +347,7 @@ class Med3DUNet(nn.Module):
 
     # The shared backbone, one modality at a time.
     backbone = ResNet3D(self.depth, self.shortcut_type, self.backbone_norm,
-                        self.dtype, self.remat, self.kernels, name='backbone')
+                        self.dtype, self.remat, name='backbone')
     double_conv = RematDoubleConv if self.remat else DoubleConv
     bb_train = train and not self.freeze_backbone_stats
     per_modality = [backbone(x[..., c:c + 1], bb_train)
@@ -374,16 +355,15 @@ class Med3DUNet(nn.Module):
     feats = {k: jnp.concatenate([f[k] for f in per_modality], axis=-1)
              for k in STAGES}
     bottleneck = Conv(self.bottleneck_features, (1,) * nd,
-                      dtype=self.dtype, name='bottleneck',
-                      kernels=self.kernels)(feats['layer4'])
+                      dtype=self.dtype, name='bottleneck')(feats['layer4'])
 
     # The parallel encoder on the raw input: full size, 1/2, 1/4, 1/8.
     enc = []
     y = x
     for level, width in enumerate(self.features):
       if level:
-        y = sampling.max_pool(y, 2, padding='SAME', kernels=self.kernels)
-      y = double_conv(width, self.norm, self.dtype, self.kernels,
+        y = sampling.max_pool(y, 2, padding='SAME')
+      y = double_conv(width, self.norm, self.dtype,
                       name=f'encoder_{level}')(y, train)
       self.sow('intermediates', f'encoder_out_{level}', y)
       enc.append(y)
@@ -395,17 +375,16 @@ class Med3DUNet(nn.Module):
       width = self.features[level]
       y = sampling.ConvTranspose(width, (2,) * nd, strides=(2,) * nd,
                                  padding='VALID', kernel_init=_kaiming_fan_out,
-                                 dtype=self.dtype, kernels=self.kernels,
+                                 dtype=self.dtype,
                                  name=f'up_{i}')(y)
       y = layers.resize_to(y, enc[level].shape[1:-1])
       skip = backbone_skips[level]
       y = jnp.concatenate([y] + ([] if skip is None else [skip]) + [enc[level]],
                           axis=-1)
       self.sow('intermediates', f'decoder_merge_{i}', y)
-      y = double_conv(width, self.norm, self.dtype, self.kernels,
+      y = double_conv(width, self.norm, self.dtype,
                       name=f'decoder_{i}')(y, train)
       y = layers.dropout(y, self.dropout_rate, self.spatial_dropout, train)
 
-    y = Conv(self.num_classes, (1,) * nd, dtype=self.dtype, name='head',
-             kernels=self.kernels)(y)
+    y = Conv(self.num_classes, (1,) * nd, dtype=self.dtype, name='head')(y)
     return y.astype(jnp.float32)

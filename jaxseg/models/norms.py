@@ -4,8 +4,8 @@ flax's normalisation layers compute their statistics with `mean(x)` and
 `mean(x^2)` and leave the backward pass to autodiff. Here the same layers
 (subclasses of nn.BatchNorm, nn.LayerNorm, nn.GroupNorm and
 nn.InstanceNorm: same fields, parameter and batch-statistic names, shapes
-and auto-names) compute, where `kernels` picks the CPU substitute
-(jaxseg.models.kernels):
+and auto-names) compute, in programs lowered for the CPU
+(jaxseg.models.ops.on_cpu):
 
   forward   mean and mean of squares in float32 (flax's fast variance, var
             = max(E[x^2] - E[x]^2, 0)), then y = (x - mean) * (rstd * scale)
@@ -17,9 +17,8 @@ and auto-names) compute, where `kernels` picks the CPU substitute
             what autodiff derives from the forward formula.
 
 Values equal flax's up to float rounding (tests/test_norms.py checks values
-and gradients against flax in float64 and float32). Under kernels='auto'
-the lowering for any platform but the CPU runs flax's own formulas; under
-'native' layers.norm builds flax's modules themselves.
+and gradients against flax in float64 and float32). The lowering for any
+platform but the CPU runs flax's own formulas.
 """
 
 import functools
@@ -30,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxseg.models import kernels as kernels_lib
+from jaxseg.models import ops
 
 
 def _stats(x, axes, stat_dtype):
@@ -115,13 +114,13 @@ _fused_norm.defvjp(_fused_fwd_symbolic, _fused_bwd, symbolic_zeros=True)
 
 
 def normalize(x, scale, bias, *, axes: Sequence[int], epsilon: float,
-              dtype: Any, stat_dtype: Any, kernels: str = 'auto'):
+              dtype: Any, stat_dtype: Any):
   """(y, mean, var): x normalised over `axes` with its own statistics.
 
   x (any shape); scale and bias broadcast to x (1 on the statistic axes),
   or None; mean and var have x's rank (1 on `axes`), in stat_dtype (flax:
-  the module dtype or x's, at least float32). y is in `dtype`. `kernels`
-  picks the fused CPU formulation or flax's.
+  the module dtype or x's, at least float32). y is in `dtype`: the fused
+  formulation in CPU lowerings, flax's elsewhere.
   """
   axes = tuple(sorted(a % x.ndim for a in axes))
   flax_fn = functools.partial(_flax_norm, axes=axes, epsilon=epsilon,
@@ -130,7 +129,7 @@ def normalize(x, scale, bias, *, axes: Sequence[int], epsilon: float,
     return flax_fn(x, scale, bias)
   scale, bias = scale.astype(stat_dtype), bias.astype(stat_dtype)
   fused = lambda x, s, b: _fused_norm(x, s, b, axes, epsilon, dtype)  # noqa: E731
-  return kernels_lib.choose(kernels, fused, flax_fn, x, scale, bias)
+  return ops.on_cpu(fused, flax_fn, x, scale, bias)
 
 
 # ---------------------------------------------------------------------------
@@ -253,13 +252,12 @@ def _flax_channel_norm(x, scale, bias, *, kind, groups, epsilon, dtype,
 
 
 def normalize_channels(x, scale, bias, *, kind: str, epsilon: float,
-                       dtype: Any, stat_dtype: Any, groups: int = 1,
-                       kernels: str = 'auto'):
+                       dtype: Any, stat_dtype: Any, groups: int = 1):
   """(y, mean, var) of batch ('batch'), instance or group norm, channels last.
 
   x (N, *S, C); scale and bias (C,). mean and var are batch norm's (1, C)
-  statistics (None for the others). `kernels` picks the fused CPU
-  formulation or flax's.
+  statistics (None for the others): the fused formulation in CPU lowerings,
+  flax's elsewhere.
   """
   scale, bias = scale.astype(stat_dtype), bias.astype(stat_dtype)
   native = functools.partial(_flax_channel_norm, kind=kind, groups=groups,
@@ -273,7 +271,7 @@ def normalize_channels(x, scale, bias, *, kind: str, epsilon: float,
     if kind != 'batch':
       mean = var = None
     return y.reshape(x.shape), mean, var
-  return kernels_lib.choose(kernels, fused, native, x, scale, bias)
+  return ops.on_cpu(fused, native, x, scale, bias)
 
 
 def _affine(module, shape, ndim, feature_axes):
@@ -299,22 +297,20 @@ def _dtypes(module, x, *params):
 
 
 def _plain(module) -> bool:
-  """Settings the substitute covers (the zoo's): no masks, pmaps, ..."""
+  """Settings the fused form covers (the zoo's): no masks, pmaps, ..."""
   return (module.axis_name is None and module.use_fast_variance and
           module.force_float32_reductions)
 
 
 class BatchNorm(nn.BatchNorm):
   """nn.BatchNorm; in training, statistics and gradient fused (CPU)."""
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, use_running_average: Optional[bool] = None, *,
                mask=None):
     use_running_average = nn.merge_param(
         'use_running_average', self.use_running_average, use_running_average)
-    if (use_running_average or mask is not None or not _plain(self) or
-        self.kernels == 'native'):
+    if (use_running_average or mask is not None or not _plain(self)):
       return super().__call__(  # merge_param takes it from one place only
           x, None if self.use_running_average is not None else
           use_running_average, mask=mask)
@@ -330,11 +326,11 @@ class BatchNorm(nn.BatchNorm):
     if _channels_last(x, feature_axes, scale, bias):
       y, mean, var = normalize_channels(
           x, scale.reshape(-1), bias.reshape(-1), kind='batch',
-          epsilon=self.epsilon, kernels=self.kernels,
+          epsilon=self.epsilon,
           **_dtypes(self, x, scale, bias))
     else:
       y, mean, var = normalize(x, scale, bias, axes=axes,
-                               epsilon=self.epsilon, kernels=self.kernels,
+                               epsilon=self.epsilon,
                                **_dtypes(self, x, scale, bias))
     if not self.is_initializing():
       mean = lax.stop_gradient(mean.reshape(shape))
@@ -346,28 +342,25 @@ class BatchNorm(nn.BatchNorm):
 
 class LayerNorm(nn.LayerNorm):
   """nn.LayerNorm (over `reduction_axes`, affine on `feature_axes`)."""
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, *, mask=None):
-    if mask is not None or not _plain(self) or self.kernels == 'native':
+    if mask is not None or not _plain(self):
       return super().__call__(x, mask=mask)
     axes = _axes(self.reduction_axes, x.ndim)
     feature_axes = _axes(self.feature_axes, x.ndim)
     scale, bias = _affine(self, [x.shape[a] for a in feature_axes], x.ndim,
                           feature_axes)
     return normalize(x, scale, bias, axes=axes, epsilon=self.epsilon,
-                     **_dtypes(self, x, scale, bias),
-                     kernels=self.kernels)[0]
+                     **_dtypes(self, x, scale, bias))[0]
 
 
 class InstanceNorm(nn.InstanceNorm):
   """nn.InstanceNorm: each channel of each sample over the spatial axes."""
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, *, mask=None):
-    if mask is not None or not _plain(self) or self.kernels == 'native':
+    if mask is not None or not _plain(self):
       return super().__call__(x, mask=mask)
     feature_axes = _axes(self.feature_axes, x.ndim)
     axes = tuple(i for i in range(1, x.ndim) if i not in feature_axes)
@@ -376,20 +369,18 @@ class InstanceNorm(nn.InstanceNorm):
     if _channels_last(x, feature_axes, scale, bias):
       return normalize_channels(
           x, scale.reshape(-1), bias.reshape(-1), kind='instance',
-          epsilon=self.epsilon, kernels=self.kernels,
+          epsilon=self.epsilon,
           **_dtypes(self, x, scale, bias))[0]
     return normalize(x, scale, bias, axes=axes, epsilon=self.epsilon,
-                     **_dtypes(self, x, scale, bias),
-                     kernels=self.kernels)[0]
+                     **_dtypes(self, x, scale, bias))[0]
 
 
 class GroupNorm(nn.GroupNorm):
   """nn.GroupNorm over groups of channels (channels last)."""
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, *, mask=None):
-    if (mask is not None or not _plain(self) or self.kernels == 'native' or
+    if (mask is not None or not _plain(self) or
         (self.reduction_axes is not None and
          _axes(self.reduction_axes, x.ndim) != tuple(range(1, x.ndim)))):
       return super().__call__(x, mask=mask)
@@ -404,13 +395,13 @@ class GroupNorm(nn.GroupNorm):
     if _channels_last(x, (x.ndim - 1,), scale, bias):
       return normalize_channels(
           x, scale.reshape(-1), bias.reshape(-1), kind='group', groups=groups,
-          epsilon=self.epsilon, kernels=self.kernels, **dtypes)[0]
+          epsilon=self.epsilon, **dtypes)[0]
     split = x.shape[:-1] + (groups, channels // groups)
     grouped = lambda p: None if p is None else p.reshape(  # noqa: E731
         p.shape[:-1] + (groups, channels // groups))
     axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)
     y = normalize(x.reshape(split), grouped(scale), grouped(bias), axes=axes,
-                  epsilon=self.epsilon, kernels=self.kernels, **dtypes)[0]
+                  epsilon=self.epsilon, **dtypes)[0]
     return y.reshape(x.shape)
 
 

@@ -41,7 +41,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxseg.models import kernels as kernels_lib
 from jaxseg.models import layers
 from jaxseg.models.convolution import Conv
 from jaxseg.models import sampling
@@ -57,11 +56,11 @@ _kernel_init = nn.initializers.glorot_uniform()  # Keras' default.
 
 
 def _norm(kind: str, train: bool, dtype: Any, name: Optional[str] = None,
-          momentum: float = BN_MOMENTUM, kernels: str = 'auto'):
+          momentum: float = BN_MOMENTUM):
   """Keras-style channel normalisation: x (N, ..., C) -> same shape."""
   return layers.norm(kind, train, name=name, momentum=momentum,
                      epsilon=LN_EPSILON if kind == 'layer' else BN_EPSILON,
-                     dtype=dtype, kernels=kernels)
+                     dtype=dtype)
 
 
 class ResidualUnit(nn.Module):
@@ -75,7 +74,6 @@ class ResidualUnit(nn.Module):
   norm: str = 'batch'
   dtype: Any = jnp.float32
   bn_momentum: float = BN_MOMENTUM
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -83,10 +81,9 @@ class ResidualUnit(nn.Module):
     nd = x.ndim - 2
     conv = lambda k, name: Conv(  # noqa: E731
         self.features, (k,) * nd, padding='SAME', use_bias=False,
-        kernel_init=_kernel_init, dtype=self.dtype, name=name,
-        kernels=self.kernels)
+        kernel_init=_kernel_init, dtype=self.dtype, name=name)
     norm = lambda name: _norm(self.norm, train, self.dtype, name,  # noqa: E731
-                              self.bn_momentum, self.kernels)
+                              self.bn_momentum)
     y = conv(3, 'conv1')(x)
     y = nn.relu(norm('norm1')(y))
     y = conv(3, 'conv2')(y)
@@ -106,15 +103,13 @@ class ResidualStage(nn.Module):
   norm: str = 'batch'
   dtype: Any = jnp.float32
   bn_momentum: float = BN_MOMENTUM
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
     """x: (N, *spatial, C_in) -> (N, *spatial, features)."""
     for i in range(self.depth):
       x = ResidualUnit(self.features, project=i == 0, norm=self.norm,
-                       dtype=self.dtype, bn_momentum=self.bn_momentum,
-                       kernels=self.kernels, name=f'unit_{i}')(x, train)
+                       dtype=self.dtype, bn_momentum=self.bn_momentum, name=f'unit_{i}')(x, train)
       if self.dropout_rate > 0.0:
         x = SpatialDropout(self.dropout_rate, self.spatial_dropout)(
             x, deterministic=not train)
@@ -146,8 +141,6 @@ class ResUNet(nn.Module):
     remat: recompute each stage's activations in the backward pass (less
       memory, ~1/3 more compute); every encoder, decoder and output
       residual stage is wrapped in `nn.remat`, parameter names unchanged.
-    kernels: 'auto' (CPU substitutes on a CPU lowering, XLA's native ops
-      elsewhere), 'native' or 'cpu'; see jaxseg.models.kernels.
   """
   num_classes: int = 1
   widths: Sequence[int] = (16, 32, 64, 128, 256)
@@ -162,10 +155,8 @@ class ResUNet(nn.Module):
   bn_momentum: float = BN_MOMENTUM
   dtype: Any = jnp.float32
   remat: bool = False
-  kernels: str = 'auto'
 
   def _check(self, x):
-    kernels_lib.check(self.kernels)
     levels = len(self.widths)
     if len(self.depths) != levels:
       raise ValueError(f'depths {tuple(self.depths)} needs one entry per '
@@ -197,14 +188,14 @@ class ResUNet(nn.Module):
     stage_cls = RematResidualStage if self.remat else ResidualStage
     stage = lambda f, d, rate, name: stage_cls(  # noqa: E731
         f, d, rate, self.spatial_dropout, self.norm, self.dtype,
-        self.bn_momentum, self.kernels, name=name)
+        self.bn_momentum, name=name)
     x = x.astype(self.dtype)
 
     # Encoder: table 1 of the study (outputs after pooling).
     skips = []
     for i, (width, depth) in enumerate(zip(self.widths, self.depths)):
       x = stage(width, depth, self.dropout_rate, f'encoder_{i}')(x, train)
-      x = sampling.max_pool(x, 2, kernels=self.kernels)
+      x = sampling.max_pool(x, 2)
       self.sow('intermediates', f'encoder_out_{i}', x)
       skips.append(x)
     x = skips.pop()
@@ -214,11 +205,10 @@ class ResUNet(nn.Module):
     for i, (width, depth) in enumerate(zip(dec_widths, dec_depths)):
       x = sampling.ConvTranspose(width, (3,) * nd, strides=(2,) * nd,
                                  padding='SAME', kernel_init=_kernel_init,
-                                 dtype=self.dtype, kernels=self.kernels,
+                                 dtype=self.dtype,
                                  name=f'up_{i}')(x)
       x = jnp.concatenate([nn.relu(x), skips.pop()], axis=-1)
-      x = _norm(self.merge_norm, train, self.dtype, f'merge_norm_{i}',
-                kernels=self.kernels)(x)
+      x = _norm(self.merge_norm, train, self.dtype, f'merge_norm_{i}')(x)
       self.sow('intermediates', f'decoder_merge_{i}', x)
       if self.dropout_rate > 0.0:
         x = SpatialDropout(self.dropout_rate, self.spatial_dropout)(
@@ -229,11 +219,10 @@ class ResUNet(nn.Module):
     shape = (x.shape[0], *(2 * s for s in x.shape[1:-1]), x.shape[-1])
     x = jax.image.resize(x, shape, method='linear')
     x = Conv(self.widths[0], (1,) * nd, kernel_init=_kernel_init,
-             dtype=self.dtype, name='out_conv', kernels=self.kernels)(x)
-    x = _norm(self.merge_norm, train, self.dtype, 'out_norm',
-              kernels=self.kernels)(nn.relu(x))
+             dtype=self.dtype, name='out_conv')(x)
+    x = _norm(self.merge_norm, train, self.dtype, 'out_norm')(nn.relu(x))
     self.sow('intermediates', 'output_block_input', x)
     x = stage(self.widths[0], self.output_depth, 0.0, 'output')(x, train)
     x = Conv(self.num_classes, (1,) * nd, kernel_init=_kernel_init,
-             dtype=self.dtype, name='head', kernels=self.kernels)(x)
+             dtype=self.dtype, name='head')(x)
     return x.astype(jnp.float32)

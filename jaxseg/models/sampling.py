@@ -1,62 +1,43 @@
-"""Max-pooling and transposed convolution without XLA-CPU's slow paths.
+"""Max-pooling and transposed convolution as the models use them.
 
-Both are CPU substitutes (`kernels`): with kernels='auto' a CPU lowering
-runs them and a GPU or TPU lowering runs XLA's native reduce-window pooling
-and transposed convolution (a convolution with lhs_dilation); 'native' and
-'cpu' force one of them everywhere.
-
-On XLA's CPU backend (jax 0.10) `nn.max_pool` lowers to reduce-window, whose
-gradient (select-and-scatter) runs 3-15x slower than PyTorch's, and
-`nn.ConvTranspose` lowers to a convolution with a dilated input, whose three
-pieces run 3-10x slower (see benchmarks/layer_grad.py and the README's speed
-section). The same results computed another way:
-
-  * `max_pool`: non-overlapping windows (window == stride, 'VALID') as a
-    reshape and an argmax over each window, with a custom gradient that
-    sends the whole gradient to the first maximum of the window, as
-    select-and-scatter and PyTorch do. (jnp.max's own gradient finds the
-    maxima by comparing the input with the output, which fails when XLA
-    recomputes a fused input with different rounding, as it does at
-    --xla_backend_optimization_level=0: a window with no match divides by
-    zero.) Values and gradients equal nn.max_pool's.
-  * `ConvTranspose`: `flax.linen.ConvTranspose` (same fields, parameter names,
-    shapes and initialisers) computed as s^d stride-1 convolutions, one per
-    output phase (sub-pixel convolution), each with the kernel taps that
-    reach that phase, interleaved by a reshape. Kernel == stride (the
-    U-Net's 2x2/2) becomes s^d 1x1 convolutions, i.e. matrix products. The
-    result equals `lax.conv_transpose` up to float summation order; in 3D
-    the phases go through `convolution`'s 2D formulation.
-
-Settings the fast paths do not cover fall back to the flax/lax layers.
+  * `max_pool`: in CPU lowerings, non-overlapping windows (window == stride,
+    'VALID') as a reshape and an argmax over each window, with a custom
+    gradient that sends the whole gradient to the first maximum of the
+    window, as select-and-scatter and PyTorch do. XLA:CPU's reduce-window
+    gradient (select-and-scatter) is several times slower (docs/speed.md).
+    (jnp.max's own gradient finds the maxima by comparing the input with the
+    output, which fails when XLA recomputes a fused input with different
+    rounding, as it does at --xla_backend_optimization_level=0: a window
+    with no match divides by zero.) Values and gradients equal
+    nn.max_pool's; other platforms run nn.max_pool itself.
+  * `ConvTranspose`: `flax.linen.ConvTranspose` (same fields, parameter
+    names, shapes and initialisers), its convolution through
+    jaxseg.models.ops: oneDNN's deconvolution on the CPU, XLA's elsewhere.
+    (flax's module cannot take another convolution function.)
 """
 
 import functools
-import itertools
 from typing import Any, Callable, Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from jaxseg.models import convolution
-from jaxseg.models import kernels as kernels_lib
+from jaxseg.models import ops
 
 Padding = Union[str, Sequence[tuple[int, int]]]
 
 
 def max_pool(x, window: Union[int, Sequence[int]],
              strides: Optional[Union[int, Sequence[int]]] = None,
-             padding: Padding = 'VALID', *, kernels: str = 'auto'):
+             padding: Padding = 'VALID'):
   """`nn.max_pool`. x (N, *S, C) -> (N, *S', C).
 
-  The CPU substitute (where `kernels` picks it): window == strides with
-  'VALID' padding (or 'SAME' where every size divides) as reshape + max,
-  the trailing remainder cropped as 'VALID' does. Other settings are
-  nn.max_pool on every platform.
+  In CPU lowerings window == strides with 'VALID' padding (or 'SAME' where
+  every size divides) runs as reshape + max, the trailing remainder cropped
+  as 'VALID' does. Other settings and other platforms: nn.max_pool.
   """
-  kernels_lib.check(kernels)
   nd = x.ndim - 2
   window = (window,) * nd if isinstance(window, int) else tuple(window)
   strides = window if strides is None else (
@@ -68,8 +49,7 @@ def max_pool(x, window: Union[int, Sequence[int]],
   if window != strides or not (padding == 'VALID' or
                                (padding == 'SAME' and divides)):
     return native(x)
-  return kernels_lib.choose(kernels, functools.partial(_argmax_pool, window),
-                            native, x)
+  return ops.on_cpu(functools.partial(_argmax_pool, window), native, x)
 
 
 def _argmax_pool(window: tuple, x):
@@ -110,45 +90,8 @@ def _window_max_bwd(size, index, g):
 _window_max.defvjp(_window_max_fwd, _window_max_bwd)
 
 
-def _transpose_padding(k: int, s: int, padding: str) -> tuple[int, int]:
-  """lax.conv_transpose's padding of the dilated input for 'SAME'/'VALID'."""
-  if padding == 'SAME':
-    total = k + s - 2
-    lo = k - 1 if s > k - 1 else -(-total // 2)
-  else:  # 'VALID'
-    total = k + s - 2 + max(k - s, 0)
-    lo = k - 1
-  return lo, total - lo
-
-
-def _phases(length: int, k: int, s: int, pad: tuple[int, int]):
-  """One dimension of a transposed conv as s stride-1 correlations.
-
-  The transposed conv is a correlation of the s-dilated, `pad`-padded input
-  with the kernel. Output index o = s*i + a takes the taps t with
-  (a + t - pad_lo) % s == 0, reading input i + (a + t - pad_lo) // s.
-  Returns (n, [(taps, (lo, hi)) per phase a]) with n outputs per phase and
-  (lo, hi) the (possibly negative) padding of that stride-1 correlation;
-  None where the output length is not a multiple of s.
-  """
-  lo, hi = pad
-  out_len = (length - 1) * s + 1 + lo + hi - k + 1
-  if out_len <= 0 or out_len % s:
-    return None
-  n = out_len // s
-  phases = []
-  for a in range(s):
-    taps = [t for t in range(k) if (a + t - lo) % s == 0]
-    if not taps:
-      phases.append(([], (0, 0)))
-      continue
-    first = (a + taps[0] - lo) // s
-    phases.append((taps, (-first, n + first + len(taps) - 1 - length)))
-  return n, phases
-
-
 class ConvTranspose(nn.Module):
-  """`flax.linen.ConvTranspose` as sub-pixel stride-1 convolutions.
+  """`flax.linen.ConvTranspose` through jaxseg.models.ops.conv_transpose.
 
   x (N, *S, C) -> (N, *S', features); kernel (*kernel_size, C, features),
   bias (features,): the parameters of nn.ConvTranspose with
@@ -163,23 +106,6 @@ class ConvTranspose(nn.Module):
   bias_init: Callable = nn.initializers.zeros_init()
   dtype: Any = None
   param_dtype: Any = jnp.float32
-  kernels: str = 'auto'
-
-  def _plan(self, x):
-    nd = len(self.kernel_size)
-    strides = tuple(self.strides or (1,) * nd)
-    if x.ndim != nd + 2:
-      return None
-    if isinstance(self.padding, str):
-      if self.padding not in ('SAME', 'VALID'):
-        return None
-      pads = [_transpose_padding(k, s, self.padding)
-              for k, s in zip(self.kernel_size, strides)]
-    else:
-      pads = [tuple(p) for p in self.padding]  # lax.conv_transpose's own
-    plan = [_phases(n, k, s, p) for n, k, s, p in
-            zip(x.shape[1:-1], self.kernel_size, strides, pads)]
-    return None if any(p is None for p in plan) else plan
 
   @nn.compact
   def __call__(self, x):
@@ -191,42 +117,8 @@ class ConvTranspose(nn.Module):
                        self.param_dtype) if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
                                               dtype=self.dtype)
-    strides = tuple(self.strides or (1,) * nd)
-    kernels_lib.check(self.kernels)
-    native = lambda x, k: lax.conv_transpose(  # noqa: E731
-        x, k, strides, self.padding)
-    plan = self._plan(x)
-    if plan is None:
-      y = native(x, kernel)
-    else:
-      y = kernels_lib.choose(self.kernels,
-                             functools.partial(self._sub_pixel, plan=plan),
-                             native, x, kernel)
+    y = ops.conv_transpose(x, kernel, tuple(self.strides or (1,) * nd),
+                           self.padding)
     if bias is not None:
       y = y + bias
     return y
-
-  def _sub_pixel(self, x, kernel, plan):
-    nd = len(plan)
-    sizes = tuple(n for n, _ in plan)
-    axes = 'DHW'[-nd:]
-    specs = ('N' + axes + 'C', axes + 'IO', 'N' + axes + 'C')
-    outs = []
-    for phase in itertools.product(*(phases for _, phases in plan)):
-      if any(not taps for taps, _ in phase):
-        outs.append(jnp.zeros((x.shape[0],) + sizes + (self.features,),
-                              x.dtype))
-        continue
-      sub = kernel[np.ix_(*(taps for taps, _ in phase))]
-      # 3D phases take convolution's 2D path too (stride 1, channels-last).
-      outs.append(convolution.conv_general_dilated(
-          x, sub, (1,) * nd, [pad for _, pad in phase],
-          dimension_numbers=specs, kernels='cpu'))
-    strides = tuple(len(phases) for _, phases in plan)
-    y = jnp.stack(outs).reshape(strides + outs[0].shape)
-    # (s_1..s_d, N, n_1..n_d, F) -> (N, n_1, s_1, ..., n_d, s_d, F)
-    order = [nd] + sum(([nd + 1 + i, i] for i in range(nd)), []) + [2 * nd + 1]
-    y = y.transpose(order)
-    return y.reshape((x.shape[0],) + tuple(n * s for n, s in
-                                           zip(sizes, strides)) +
-                     (self.features,))

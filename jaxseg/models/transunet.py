@@ -55,7 +55,6 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxseg.models import kernels as kernels_lib
 from jaxseg.models import layers
 from jaxseg.models.convolution import Conv
 from jaxseg.models.registry import register
@@ -70,7 +69,6 @@ class ConvNormReLU(nn.Module):
   strides: int = 1
   norm: str = 'batch'
   dtype: Any = jnp.float32
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -78,9 +76,8 @@ class ConvNormReLU(nn.Module):
     nd = x.ndim - 2
     x = Conv(self.features, (3,) * nd, strides=(self.strides,) * nd,
              padding=((1, 1),) * nd, use_bias=self.norm == 'none',
-             dtype=self.dtype, name='conv', kernels=self.kernels)(x)
-    x = layers.norm(self.norm, train, name='norm', dtype=self.dtype,
-                    kernels=self.kernels)(x)
+             dtype=self.dtype, name='conv')(x)
+    x = layers.norm(self.norm, train, name='norm', dtype=self.dtype)(x)
     return nn.relu(x)
 
 
@@ -92,14 +89,12 @@ class DoubleConv(nn.Module):
   dropout_rate: float = 0.0
   spatial_dropout: bool = True
   dtype: Any = jnp.float32
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
     """x: (N, *spatial, C) -> (N, *spatial / strides, features)."""
-    x = ConvNormReLU(self.features, self.strides, self.norm, self.dtype,
-                     self.kernels, name='conv1')(x, train)
-    x = ConvNormReLU(self.features, 1, self.norm, self.dtype, self.kernels,
+    x = ConvNormReLU(self.features, self.strides, self.norm, self.dtype, name='conv1')(x, train)
+    x = ConvNormReLU(self.features, 1, self.norm, self.dtype,
                      name='conv2')(x, train)
     return layers.dropout(x, self.dropout_rate, self.spatial_dropout, train)
 
@@ -151,14 +146,13 @@ class ViTEncoder(nn.Module):
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   dtype: Any = jnp.float32
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool, input_size: Optional[tuple] = None):
     nd = x.ndim - 2
     p = (self.patch_size,) * nd
     x = Conv(self.hidden_size, p, strides=p, padding='VALID',
-             dtype=self.dtype, name='embedding', kernels=self.kernels)(x)
+             dtype=self.dtype, name='embedding')(x)
     grid = x.shape[1:-1]
     tokens = math.prod(grid)
     if self.has_variable('params', 'pos_embedding'):
@@ -202,8 +196,6 @@ class TransUNet(nn.Module):
     conv_dropout_rate / spatial_dropout: dropout after every stem and
       decoder block (not in the reference: default 0).
     dtype: computation dtype; logits are float32.
-    kernels: 'auto' (CPU substitutes on a CPU lowering, XLA's native ops
-      elsewhere), 'native' or 'cpu'; see jaxseg.models.kernels.
   """
   num_classes: int = 1
   stem_features: Sequence[int] = (32, 64, 128)
@@ -222,12 +214,10 @@ class TransUNet(nn.Module):
   conv_dropout_rate: float = 0.0
   spatial_dropout: bool = True
   dtype: Any = jnp.float32
-  kernels: str = 'auto'
 
   def _check(self, x) -> int:
     """Validates the settings and input; returns the number of x2 stages."""
     layers.check_norm(self.norm)
-    kernels_lib.check(self.kernels)
     if self.upsampling not in UPSAMPLING:
       raise ValueError(f'upsampling={self.upsampling!r}; known: '
                        f'{", ".join(UPSAMPLING)}')
@@ -263,16 +253,15 @@ class TransUNet(nn.Module):
     skips = []  # skips[k - 1] at 1/2**k.
     for i, f in enumerate(self.stem_features):
       x = DoubleConv(f, 2, self.norm, self.conv_dropout_rate,
-                     self.spatial_dropout, self.dtype, self.kernels,
+                     self.spatial_dropout, self.dtype,
                      name=f'stem_{i}')(x, train)
       skips.append(x)
 
     x = ViTEncoder(self.hidden_size, self.num_layers, self.num_heads,
                    self.mlp_dim, self.patch_size, self.dropout_rate,
-                   self.attention_dropout_rate, self.dtype, self.kernels,
+                   self.attention_dropout_rate, self.dtype,
                    name='transformer')(x, train, input_size)
-    x = ConvNormReLU(self.bottleneck_features, 1, self.norm, self.dtype,
-                     self.kernels, name='conv_more')(x, train)
+    x = ConvNormReLU(self.bottleneck_features, 1, self.norm, self.dtype, name='conv_more')(x, train)
 
     for s, f in enumerate(self.decoder_features):
       level = stages - s - 1  # this stage's output is at 1/2**level.
@@ -280,10 +269,9 @@ class TransUNet(nn.Module):
       if 1 <= level <= len(skips):
         x = jnp.concatenate([x, skips[level - 1]], axis=-1)
       x = DoubleConv(f, 1, self.norm, self.conv_dropout_rate,
-                     self.spatial_dropout, self.dtype, self.kernels,
+                     self.spatial_dropout, self.dtype,
                      name=f'decoder_{s}')(x, train)
 
     x = Conv(self.num_classes, (self.head_kernel_size,) * nd,
-             padding='SAME', dtype=self.dtype, name='head',
-             kernels=self.kernels)(x)
+             padding='SAME', dtype=self.dtype, name='head')(x)
     return x.astype(jnp.float32)

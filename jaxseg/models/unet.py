@@ -35,7 +35,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxseg.models import kernels as kernels_lib
 from jaxseg.models import layers
 from jaxseg.models.convolution import Conv
 from jaxseg.models import sampling
@@ -53,7 +52,7 @@ def _uniform(bound: float):
 
 def conv(x, features: int, kernel: int, *, use_bias: bool = True,
          initializer: str = 'torch', dtype: Any = jnp.float32,
-         name: Optional[str] = None, kernels: str = 'auto'):
+         name: Optional[str] = None):
   """Stride-1 'same' conv (torch padding k // 2); call in a compact method.
 
   x (N, *spatial, C) -> (N, *spatial, features); kernel `(kernel,) * nd`.
@@ -71,12 +70,11 @@ def conv(x, features: int, kernel: int, *, use_bias: bool = True,
                      f'{", ".join(INITIALIZERS)}')
   return Conv(features, (kernel,) * nd, padding='SAME', use_bias=use_bias,
               kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
-              name=name, kernels=kernels)(x)
+              name=name)(x)
 
 
 def conv_transpose(x, features: int, factor: int, *, initializer: str = 'torch',
-                   dtype: Any = jnp.float32, name: Optional[str] = None,
-                   kernels: str = 'auto'):
+                   dtype: Any = jnp.float32, name: Optional[str] = None):
   """ConvTranspose, kernel = stride = factor (torch `ConvTranspose(k, s=k)`).
 
   x (N, *spatial, C) -> (N, *(factor * spatial), features), with bias. The
@@ -99,12 +97,12 @@ def conv_transpose(x, features: int, factor: int, *, initializer: str = 'torch',
   return sampling.ConvTranspose(features, (factor,) * nd,
                                 strides=(factor,) * nd, padding='VALID',
                                 kernel_init=kernel_init, bias_init=bias_init,
-                                dtype=dtype, kernels=kernels, name=name)(x)
+                                dtype=dtype, name=name)(x)
 
 
-def max_pool(x, factor: int, kernels: str = 'auto'):
+def max_pool(x, factor: int):
   """Max-pooling, window = stride = factor. x (N, *S, C) -> (N, *S/f, C)."""
-  return sampling.max_pool(x, factor, kernels=kernels)
+  return sampling.max_pool(x, factor)
 
 
 class ConvBlock(nn.Module):
@@ -121,17 +119,14 @@ class ConvBlock(nn.Module):
   spatial_dropout: bool = True
   initializer: str = 'torch'
   dtype: Any = jnp.float32
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
     act = layers.activation(self.activation)
     for i in (1, 2):
       x = conv(x, self.features, self.kernel_size, use_bias=self.use_bias,
-               initializer=self.initializer, dtype=self.dtype, name=f'conv{i}',
-               kernels=self.kernels)
-      x = layers.norm(self.norm, train, name=f'norm{i}', dtype=self.dtype,
-                      kernels=self.kernels)(x)
+               initializer=self.initializer, dtype=self.dtype, name=f'conv{i}')
+      x = layers.norm(self.norm, train, name=f'norm{i}', dtype=self.dtype)(x)
       x = act(x)
     return layers.dropout(x, self.dropout_rate, self.spatial_dropout, train)
 
@@ -161,8 +156,6 @@ class UNet(nn.Module):
     remat: recompute each stage's activations in the backward pass (less
       memory, ~1/3 more compute); every encoder, bottleneck and decoder
       block is wrapped in `nn.remat`, parameter names unchanged.
-    kernels: 'auto' (CPU substitutes on a CPU lowering, XLA's native ops
-      elsewhere), 'native' or 'cpu'; see jaxseg.models.kernels.
   """
   num_classes: int = 1
   features: int = 32
@@ -178,11 +171,9 @@ class UNet(nn.Module):
   initializer: str = 'torch'
   dtype: Any = jnp.float32
   remat: bool = False
-  kernels: str = 'auto'
 
   def _check(self, x):
     layers.check_norm(self.norm)
-    kernels_lib.check(self.kernels)
     layers.activation(self.activation)
     if self.upsampling not in UPSAMPLING:
       raise ValueError(f'upsampling={self.upsampling!r}; known: '
@@ -205,7 +196,7 @@ class UNet(nn.Module):
     block = lambda i, name: block_cls(  # noqa: E731
         self.features * 2 ** i, self.kernel_size, self.norm, self.activation,
         use_bias, self.dropout_rate, self.spatial_dropout, self.initializer,
-        self.dtype, self.kernels, name=name)
+        self.dtype, name=name)
     x = x.astype(self.dtype)
 
     skips = []
@@ -213,7 +204,7 @@ class UNet(nn.Module):
       x = block(i, f'encoder_{i}')(x, train)
       self.sow('intermediates', f'encoder_out_{i}', x)
       skips.append(x)
-      x = max_pool(x, 2, self.kernels)
+      x = max_pool(x, 2)
     x = block(self.depth, 'bottleneck')(x, train)
     self.sow('intermediates', 'bottleneck_out', x)
 
@@ -221,20 +212,19 @@ class UNet(nn.Module):
       width = self.features * 2 ** i
       if self.upsampling == 'transpose':
         x = conv_transpose(x, width, 2, initializer=self.initializer,
-                           dtype=self.dtype, name=f'up_{i}',
-                           kernels=self.kernels)
+                           dtype=self.dtype, name=f'up_{i}')
       else:
         x = layers.upsample(x, 2, self.upsampling)
         if self.up_conv_kernel > 0:
           x = conv(x, width, self.up_conv_kernel, initializer=self.initializer,
-                   dtype=self.dtype, name=f'up_{i}', kernels=self.kernels)
+                   dtype=self.dtype, name=f'up_{i}')
           x = layers.activation(self.activation)(x)
       x = jnp.concatenate([x, skips.pop()], axis=-1)
       x = block(i, f'decoder_{i}')(x, train)
       self.sow('intermediates', f'decoder_out_{i}', x)
 
     x = conv(x, self.num_classes, 1, initializer=self.initializer,
-             dtype=self.dtype, name='head', kernels=self.kernels)
+             dtype=self.dtype, name='head')
     return x.astype(jnp.float32)
 
 

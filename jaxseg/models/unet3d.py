@@ -59,7 +59,6 @@ from typing import Any, Sequence, Union
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxseg.models import kernels as kernels_lib
 from jaxseg.models import layers
 from jaxseg.models.convolution import Conv
 from jaxseg.models import sampling
@@ -95,7 +94,6 @@ class ResidualBlock(nn.Module):
   activation: str = 'relu'
   bn_momentum: float = KERAS_BN_MOMENTUM
   dtype: Any = jnp.float32
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -105,16 +103,15 @@ class ResidualBlock(nn.Module):
     bias = self.norm == 'none'
     norm = lambda name: layers.norm(  # noqa: E731
         self.norm, train, name=name, momentum=self.bn_momentum,
-        epsilon=KERAS_BN_EPSILON, dtype=self.dtype, kernels=self.kernels)
+        epsilon=KERAS_BN_EPSILON, dtype=self.dtype)
     y = Conv(self.features, (3,) * nd, use_bias=bias, dtype=self.dtype,
-             name='conv1', kernels=self.kernels)(x)
+             name='conv1')(x)
     y = act(norm('norm1')(y))
     y = Conv(self.features, (3,) * nd, use_bias=bias, dtype=self.dtype,
-             name='conv2', kernels=self.kernels)(y)
+             name='conv2')(y)
     y = norm('norm2')(y)
     if x.shape[-1] != self.features:
-      x = Conv(self.features, (1,) * nd, dtype=self.dtype, name='proj',
-               kernels=self.kernels)(x)
+      x = Conv(self.features, (1,) * nd, dtype=self.dtype, name='proj')(x)
     return act(y + x)
 
 
@@ -149,8 +146,6 @@ class ResidualUNet3D(nn.Module):
     remat: recompute each stage's activations in the backward pass (less
       memory, ~1/3 more compute); every encoder and decoder residual block
       is wrapped in `nn.remat`, parameter names unchanged.
-    kernels: 'auto' (CPU substitutes on a CPU lowering, XLA's native ops
-      elsewhere), 'native' or 'cpu'; see jaxseg.models.kernels.
   """
   num_classes: int = 1
   features: Sequence[int] = (64, 128, 256, 512, 1024)
@@ -167,10 +162,8 @@ class ResidualUNet3D(nn.Module):
   spatial_dropout: bool = True
   dtype: Any = jnp.float32
   remat: bool = False
-  kernels: str = 'auto'
 
   def _check(self, x):
-    kernels_lib.check(self.kernels)
     levels = len(self.features)
     if levels < 2:
       raise ValueError(f'features {tuple(self.features)} needs >= 2 levels')
@@ -203,13 +196,12 @@ class ResidualUNet3D(nn.Module):
     blocks = _tuple(self.blocks, levels, 'blocks')
     act = layers.activation(self.activation)
     bias = self.norm == 'none'
-    k = self.kernels
     norm = lambda name: layers.norm(  # noqa: E731
         self.norm, train, name=name, momentum=self.bn_momentum,
-        epsilon=KERAS_BN_EPSILON, dtype=self.dtype, kernels=k)
+        epsilon=KERAS_BN_EPSILON, dtype=self.dtype)
     block_cls = RematResidualBlock if self.remat else ResidualBlock
     block = lambda f, name: block_cls(  # noqa: E731
-        f, self.norm, self.activation, self.bn_momentum, self.dtype, k,
+        f, self.norm, self.activation, self.bn_momentum, self.dtype,
         name=name)
     drop = lambda y: layers.dropout(  # noqa: E731
         y, self.dropout_rate, self.spatial_dropout, train)
@@ -220,10 +212,10 @@ class ResidualUNet3D(nn.Module):
       if i > 0:
         if self.downsampling == 'strided':
           x = Conv(width, (3,) * nd, strides=(2,) * nd, use_bias=bias,
-                   dtype=self.dtype, name=f'down_{i}', kernels=k)(x)
+                   dtype=self.dtype, name=f'down_{i}')(x)
           x = act(norm(f'down_norm_{i}')(x))
         else:
-          x = sampling.max_pool(x, 2, kernels=k)
+          x = sampling.max_pool(x, 2)
       for b in range(blocks[i]):
         x = drop(block(width, f'encoder_{i}_{b}')(x, train))
       skips.append(x)
@@ -235,19 +227,19 @@ class ResidualUNet3D(nn.Module):
       if self.upsampling == 'transpose':
         x = sampling.ConvTranspose(width, (3,) * nd, strides=(2,) * nd,
                                    padding='SAME', use_bias=bias,
-                                   dtype=self.dtype, kernels=k,
+                                   dtype=self.dtype,
                                    name=f'up_{j}')(x)
       else:
         x = layers.upsample(x, 2, 'nearest')
         x = Conv(width, (3,) * nd, use_bias=bias, dtype=self.dtype,
-                 name=f'up_{j}', kernels=k)(x)
+                 name=f'up_{j}')(x)
       x = act(norm(f'up_norm_{j}')(x))
       x = jnp.concatenate([skips.pop(), x], axis=-1)
       for b in range(self.decoder_blocks):
         x = drop(block(width, f'decoder_{j}_{b}')(x, train))
       if i < self.num_stage_maps:
         maps.append(Conv(self.num_classes, (1,) * nd, dtype=self.dtype,
-                         name=f'map_{j}', kernels=k)(x))
+                         name=f'map_{j}')(x))
 
     # Each map up-sampled (linear) to the input size, summed. (Kayalibay
     # up-samples the running sum x2 per stage: the same up to rounding at
@@ -287,23 +279,19 @@ class ConvNormReLU(nn.Module):
   dropout_rate: float = 0.0
   spatial_dropout: bool = False
   dtype: Any = jnp.float32
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
     """x: (N, *spatial, C_in) -> (N, *spatial, features)."""
     nd = x.ndim - 2
     x = Conv(self.features, (3,) * nd, kernel_dilation=self.dilation,
-             use_bias=self.norm == 'none', dtype=self.dtype, name='conv',
-             kernels=self.kernels)(x)
+             use_bias=self.norm == 'none', dtype=self.dtype, name='conv')(x)
     if self.norm == 'group':
       groups = henry_groups(self.features, self.groups)
       x = layers.norm('group', train, name='norm', dtype=self.dtype,
-                      group_size=self.features // groups,
-                      kernels=self.kernels)(x)
+                      group_size=self.features // groups)(x)
     else:
-      x = layers.norm(self.norm, train, name='norm', dtype=self.dtype,
-                      kernels=self.kernels)(x)
+      x = layers.norm(self.norm, train, name='norm', dtype=self.dtype)(x)
     x = nn.relu(x)
     return layers.dropout(x, self.dropout_rate, self.spatial_dropout, train)
 
@@ -318,15 +306,13 @@ class UBlock(nn.Module):
   dropout_rate: float = 0.0
   spatial_dropout: bool = False
   dtype: Any = jnp.float32
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
     """x: (N, *spatial, C_in) -> (N, *spatial, features)."""
     for k, width in enumerate((self.mid, self.features)):
       x = ConvNormReLU(width, self.norm, self.groups, self.dilation,
-                       self.dropout_rate, self.spatial_dropout, self.dtype,
-                       self.kernels, name=f'conv_{k}')(x, train)
+                       self.dropout_rate, self.spatial_dropout, self.dtype, name=f'conv_{k}')(x, train)
     return x
 
 
@@ -363,8 +349,6 @@ class DilatedUNet3D(nn.Module):
     remat: recompute each stage's activations in the backward pass (less
       memory, ~1/3 more compute); the encoder, bottom, bottom_2 and decoder
       blocks are wrapped in `nn.remat`, parameter names unchanged.
-    kernels: 'auto' (CPU substitutes on a CPU lowering, XLA's native ops
-      elsewhere), 'native' or 'cpu'; see jaxseg.models.kernels.
   """
   num_classes: int = 1
   width: int = 48
@@ -378,7 +362,6 @@ class DilatedUNet3D(nn.Module):
   spatial_dropout: bool = False
   dtype: Any = jnp.float32
   remat: bool = False
-  kernels: str = 'auto'
 
   def _up(self, x, spatial_shape):
     if self.align_corners:
@@ -390,7 +373,6 @@ class DilatedUNet3D(nn.Module):
     """x: (N, *spatial, C) -> logits (N, *spatial, num_classes), or a list
     of five (deep supervision, train mode), the main head last."""
     layers.check_norm(self.norm)
-    kernels_lib.check(self.kernels)
     layers.check_divisible(x, 8, 'three 2x poolings')
     nd = x.ndim - 2
     w = self.width
@@ -401,8 +383,8 @@ class DilatedUNet3D(nn.Module):
     cnr_cls = RematConvNormReLU if self.remat else ConvNormReLU
     ublock = lambda m, o, name, dilation=1: ublock_cls(  # noqa: E731
         m, o, dilation, self.norm, self.groups, self.dropout_rate,
-        self.spatial_dropout, self.dtype, self.kernels, name=name)
-    pool = lambda y: sampling.max_pool(y, 2, kernels=self.kernels)  # noqa: E731
+        self.spatial_dropout, self.dtype, name=name)
+    pool = lambda y: sampling.max_pool(y, 2)  # noqa: E731
     up = lambda y, like: self._up(y, like.shape[1:-1])  # noqa: E731
     x = x.astype(self.dtype)
 
@@ -412,7 +394,7 @@ class DilatedUNet3D(nn.Module):
     down4 = ublock(mid[3], f[3], 'encoder4')(pool(down3), train)
     bottom = ublock(f[3], f[3], 'bottom', self.dilation)(down4, train)
     bottom_2 = cnr_cls(f[2], self.norm, self.groups, 1, self.dropout_rate,
-                       self.spatial_dropout, self.dtype, self.kernels,
+                       self.spatial_dropout, self.dtype,
                        name='bottom_2')(
                            jnp.concatenate([down4, bottom], -1), train)
     up3 = ublock(f[2], f[1], 'decoder3')(
@@ -422,8 +404,7 @@ class DilatedUNet3D(nn.Module):
     up1 = ublock(f[0], last, 'decoder1')(
         jnp.concatenate([down1, up(up2, down1)], -1), train)
     conv1x1 = lambda name: Conv(  # noqa: E731
-        self.num_classes, (1,) * nd, dtype=self.dtype, name=name,
-        kernels=self.kernels)
+        self.num_classes, (1,) * nd, dtype=self.dtype, name=name)
     out = conv1x1('outconv')(up1).astype(jnp.float32)
 
     if not self.deep_supervision:

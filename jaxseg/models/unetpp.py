@@ -39,7 +39,6 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxseg.models import kernels as kernels_lib
 from jaxseg.models import layers
 from jaxseg.models import sampling
 from jaxseg.models.convolution import Conv
@@ -65,7 +64,6 @@ class ConvBlock(nn.Module):
   dropout_rate: float = 0.0
   spatial_dropout: bool = False
   dtype: Any = jnp.float32
-  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -73,10 +71,8 @@ class ConvBlock(nn.Module):
     nd = x.ndim - 2
     for k in (1, 2):
       x = Conv(self.features, (3,) * nd, padding='SAME',
-               use_bias=self.use_bias, dtype=self.dtype, name=f'conv{k}',
-               kernels=self.kernels)(x)
-      x = layers.norm(self.norm, train, name=f'norm{k}', dtype=self.dtype,
-                      kernels=self.kernels)(x)
+               use_bias=self.use_bias, dtype=self.dtype, name=f'conv{k}')(x)
+      x = layers.norm(self.norm, train, name=f'norm{k}', dtype=self.dtype)(x)
       x = nn.relu(x)
       x = layers.dropout(x, self.dropout_rate, self.spatial_dropout, train)
     return x
@@ -100,8 +96,6 @@ class UNetPlusPlus(nn.Module):
       'transpose' (Keras reference).
     dropout_rate / spatial_dropout: dropout after every conv of H.
     dtype: computation dtype; logits are float32.
-    kernels: 'auto' (CPU substitutes on a CPU lowering, XLA's native ops
-      elsewhere), 'native' or 'cpu'; see jaxseg.models.kernels.
   """
   num_classes: int = 1
   features: Sequence[int] = (32, 64, 128, 256, 512)
@@ -114,10 +108,8 @@ class UNetPlusPlus(nn.Module):
   dropout_rate: float = 0.0
   spatial_dropout: bool = False
   dtype: Any = jnp.float32
-  kernels: str = 'auto'
 
   def _check(self, x):
-    kernels_lib.check(self.kernels)
     depth = len(self.features) - 1
     if depth < 1:
       raise ValueError(f'features {tuple(self.features)} needs at least 2 '
@@ -144,7 +136,7 @@ class UNetPlusPlus(nn.Module):
       nd = x.ndim - 2
       return sampling.ConvTranspose(self.features[i], (2,) * nd,
                                     strides=(2,) * nd, padding='SAME',
-                                    dtype=self.dtype, kernels=self.kernels,
+                                    dtype=self.dtype,
                                     name=f'up{i}_{j}')(x)
     if self.upsampling == 'linear_align_corners':
       return layers.resize_align_corners(
@@ -162,13 +154,13 @@ class UNetPlusPlus(nn.Module):
     last = depth if full else self.prune_level
     block = lambda i, j: ConvBlock(  # noqa: E731
         self.features[i], self.norm, self.conv_bias, self.dropout_rate,
-        self.spatial_dropout, self.dtype, self.kernels, name=f'x{i}_{j}')
+        self.spatial_dropout, self.dtype, name=f'x{i}_{j}')
     x = x.astype(self.dtype)
 
     # Diagonal d adds backbone node X^{d,0}, then X^{d-1,1}, ..., X^{0,d}.
     nodes = {(0, 0): block(0, 0)(x, train)}
     for d in range(1, last + 1):
-      down = sampling.max_pool(nodes[d - 1, 0], 2, kernels=self.kernels)
+      down = sampling.max_pool(nodes[d - 1, 0], 2)
       nodes[d, 0] = block(d, 0)(down, train)
       for j in range(1, d + 1):
         i = d - j
@@ -177,8 +169,7 @@ class UNetPlusPlus(nn.Module):
         nodes[i, j] = block(i, j)(jnp.concatenate(inputs, axis=-1), train)
 
     head = lambda j, name: Conv(  # noqa: E731
-        self.num_classes, (1,) * nd, dtype=self.dtype, name=name,
-        kernels=self.kernels)(
+        self.num_classes, (1,) * nd, dtype=self.dtype, name=name)(
             nodes[0, j]).astype(jnp.float32)
     if not self.deep_supervision:
       return head(depth, 'head')

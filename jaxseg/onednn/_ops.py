@@ -463,10 +463,11 @@ def conv_transpose(lhs, rhs, strides: Sequence[int],
                    transpose_kernel: bool = False, precision=None,
                    preferred_element_type=None,
                    use_consistent_padding: bool = False, *,
-                   fallback: bool = True):
+                   fallback: bool = True, conv=None):
   """lax.conv_transpose (flax's nn.ConvTranspose), through
   `conv_general_dilated`: the same padding rules, then a convolution with
-  lhs_dilation = strides."""
+  lhs_dilation = strides. `conv` replaces conv_general_dilated (with its
+  signature, without `fallback`), e.g. by a dispatcher that calls it."""
   nd = lhs.ndim - 2
   if dimension_numbers is None:
     dimension_numbers = {2: ('NHWC', 'HWIO', 'NHWC'),
@@ -492,6 +493,10 @@ def conv_transpose(lhs, rhs, strides: Sequence[int],
     for axis in np.array(dn.rhs_spec)[2:]:
       rhs = jnp.flip(rhs, int(axis))
     rhs = jnp.swapaxes(rhs, dn.rhs_spec[0], dn.rhs_spec[1])
+  if conv is not None:
+    return conv(lhs, rhs, (1,) * nd, pads, tuple(strides), rhs_dilation, dn,
+                precision=precision,
+                preferred_element_type=preferred_element_type)
   return conv_general_dilated(
       lhs, rhs, (1,) * nd, pads, tuple(strides), rhs_dilation, dn,
       precision=precision, preferred_element_type=preferred_element_type,
