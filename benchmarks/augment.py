@@ -37,19 +37,17 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 
 import jax
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from jaxseg import xla_cpu  # noqa: E402
+from jaxseg import xla_cpu
 xla_cpu.configure()  # jaxseg's XLA:CPU mode, before JAX starts its backend
-from jaxseg.data import augment  # noqa: E402
-from jaxseg.data import augment_device  # noqa: E402
+from jaxseg.data import augment
+from jaxseg.data import augment_device
 
 # name -> (spatial shape, image channels, target channels, batch).
 INPUTS = {

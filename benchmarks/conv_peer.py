@@ -33,12 +33,10 @@ accumulation; XLA's modes too unless `--modes=none`), e.g.
 import argparse
 import functools
 import os
-import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from jaxseg import xla_cpu  # noqa: E402
+from jaxseg import xla_cpu
 xla_cpu.configure()  # jaxseg's allocator settings, before JAX's backend
 
 from timing import load_average, median_times  # noqa: E402  (benchmarks/timing.py)

@@ -18,7 +18,7 @@ Rows, in run order (so a run that hits the budget loses the least needed):
 
   peak              n x n matmul, bf16 and f32, on one device: the FLOP/s that
                     MFU is quoted against (bf16) and the f32 rate
-  <case>:<prec>     the train step (benchmark.time_train_step, as train.py
+  <case>:<prec>     the train step (benchmark.time_train_step, as loop.py
                     jits it) of case resunet (configs/brats19_resunet.py, seed
                     002: 64x64x4, batch 64), unet (configs/lgg_unet.py, seed
                     003: 256x256x3, batch 16) or unet3d
@@ -32,7 +32,7 @@ Rows, in run order (so a run that hits the budget loses the least needed):
                     loader/step compares with the unet3d:f32 step
   resunet:mc-dropout     Monte-Carlo dropout, T=20 draws of the seed-002
                     ResU-Net on 16 x 64x64x4: one vmapped program
-                    (uncertainty.mc_dropout_probs) against a loop of jitted
+                    (mc_dropout.mc_dropout_probs) against a loop of jitted
                     single draws (benchmarks/mc_dropout.py)
   torch:<case>      the PyTorch port of the case (benchmarks/peer_torch.py)
                     on CUDA, f32 and AMP (bf16 autocast), cudnn.benchmark on;
@@ -51,7 +51,7 @@ killed and listed with a note instead of its numbers.
 Writes <out>/gpu_benchmark.md (the table) and <out>/gpu_benchmark.json
 (every number, the notes and the machine). `--smoke` shrinks every case (and
 T, the matmul, the steps) so the whole script runs on a CPU in about a
-minute; tests/test_gpu_benchmark.py runs it that way.
+minute; tests/entry/test_gpu_benchmark.py runs it that way.
 """
 
 import argparse
@@ -67,11 +67,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
-sys.path.insert(0, HERE)
 
-from jaxseg import xla_cpu  # noqa: E402
+from jaxseg import xla_cpu
 xla_cpu.configure()  # jaxseg's XLA:CPU mode (CPU only), before JAX starts
+from jaxseg import models  # noqa: E402
 
 ANCHOR = ("NVIDIA's PyTorch nnU-Net (DeepLearningExamples), 3D 128^3x4 on one "
           'A100-80G: 27.5 images/s with AMP')
@@ -265,12 +264,11 @@ def run_mc(row: Row, smoke: bool, out: str) -> dict:
   import numpy as np
   import mc_dropout                      # benchmarks/mc_dropout.py
   from timing import median_time         # benchmarks/timing.py
-  from jaxseg import train
-  from jaxseg import uncertainty
+  from jaxseg.inference import mc_dropout as mc_dropout_lib
   from jaxseg.models import shapes
   s = _settings(smoke)
   config = case_config(row.case, smoke)
-  model = train.build_model(config)
+  model = models.from_config(config)
   size = config.data.image_size
   x = jnp.asarray(np.random.default_rng(0).normal(
       size=(s['mc_batch'], size, size, len(config.data.modalities))),
@@ -280,7 +278,7 @@ def run_mc(row: Row, smoke: bool, out: str) -> dict:
   loop = mc_dropout.loop_fn(model.apply)
 
   def vmap():
-    return jax.block_until_ready(uncertainty.mc_dropout_probs(
+    return jax.block_until_ready(mc_dropout_lib.mc_dropout_probs(
         model.apply, variables, x, key, t, 'sigmoid'))
 
   def looped():
@@ -313,7 +311,6 @@ def run_torch(row: Row, smoke: bool, out: str) -> dict:
   from timing import median_time
   from jaxseg import benchmark
   from jaxseg.models import shapes
-  from jaxseg import train
   s = _settings(smoke)
   config = case_config(row.case, smoke)
   shape = benchmark.input_shape(config)
@@ -322,14 +319,14 @@ def run_torch(row: Row, smoke: bool, out: str) -> dict:
   torch.backends.cudnn.benchmark = True
   model = peer_torch.torch_model(config, shape[-1], nd).to(device)
   jax_params = shapes.count(shapes.variable_shapes(
-      train.build_model(config),
+      models.from_config(config),
       jax.ShapeDtypeStruct((1,) + tuple(shape[1:]), jnp.float32))['params'])
   torch_params = sum(p.numel() for p in model.parameters())
   if jax_params != torch_params:
     raise Skip(f'the port has {torch_params:,} parameters, jaxseg '
                f'{jax_params:,}: not a peer')
   rng = np.random.default_rng(0)
-  outputs = train.build_model(config).num_classes
+  outputs = models.from_config(config).num_classes
   x = torch.from_numpy(np.moveaxis(rng.normal(size=shape).astype(np.float32),
                                    -1, 1).copy()).to(device)
   y = (torch.rand((shape[0], outputs) + tuple(shape[1:-1]), device=device)
@@ -629,11 +626,12 @@ def _interrupt(signum, frame):
 
 def _machine_in_process() -> dict:
   """`machine()` in a child, so this process never holds the accelerator."""
-  cmd = [sys.executable, '-c', 'import json, sys; sys.path.insert(0, %r); '
-         'import gpu; print(json.dumps(gpu.machine()))' % HERE]
+  # Run from this folder, so that `import gpu` finds this file.
+  cmd = [sys.executable, '-c',
+         'import json, gpu; print(json.dumps(gpu.machine()))']
   try:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
-                         cwd=REPO)
+                         cwd=HERE)
     return json.loads(out.stdout.strip().splitlines()[-1])
   except (subprocess.TimeoutExpired, ValueError, IndexError):
     return {}

@@ -15,21 +15,21 @@ random brain-shaped volume of the same size.
 import argparse
 import os
 import statistics
-import sys
 import time
 
 import jax
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from jaxseg import config_base  # noqa: E402
-from jaxseg import optim  # noqa: E402
-from jaxseg import parallel  # noqa: E402
-from jaxseg import predict  # noqa: E402
-from jaxseg import train  # noqa: E402
-from jaxseg.data import sources  # noqa: E402
+from jaxseg import config_base
+from jaxseg.training import optim
+from jaxseg import parallel
+from jaxseg.data import sources
+from jaxseg import models
+from jaxseg.inference import predictor
+from jaxseg.data import preprocess
+from jaxseg.training import state as state_lib
 
 CASE = os.path.join(REPO, '..', 'shared', 'data', 'tcga_4mod', 'TCGA-FG-6692')
 
@@ -69,20 +69,20 @@ def build(name: str, overrides: dict, mirror: bool):
     config[section][field] = value
   if mirror:
     config.inference.mirror_axes = (0, 1) if config.data.dims == 2 else (0, 1, 2)
-  model = train.build_model(config)
-  state = train.create_train_state(model, optim.build(config.optimizer),
+  model = models.from_config(config)
+  state = state_lib.create_train_state(model, optim.build(config.optimizer),
                                    jax.random.key(0),
-                                   predict.model_input_shape(config))
+                                   preprocess.model_input_shape(config.data))
   return config, state
 
 
 def time_setup(config, state, volume, repeats: int) -> list[float]:
   mesh = parallel.make_mesh()
-  predict_batch = predict.batch_predictor(state, mesh, config)
+  predict_batch = predictor.batch_predictor(state, mesh, config)
   times = []
   for _ in range(repeats + 1):
     t0 = time.perf_counter()
-    out = predict.predict_case(predict_batch, volume, config)
+    out = predictor.predict_case(predict_batch, volume, config)
     times.append(time.perf_counter() - t0)
   assert out.probs.shape == volume.image.shape[:3] + out.probs.shape[-1:]
   return times[1:]

@@ -19,16 +19,14 @@ the same run, with the XLA:CPU mode that JAXSEG_XLA_CPU picks (jaxseg/xla_cpu.py
 
 import argparse
 import os
-import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from jaxseg import xla_cpu  # noqa: E402
+from jaxseg import xla_cpu
 xla_cpu.configure()  # jaxseg's XLA:CPU mode, before JAX starts its backend
 
-from jaxseg.models import convolution  # noqa: E402
-from jaxseg.models import sampling  # noqa: E402
+from jaxseg.models import convolution
+from jaxseg.models import sampling
 from timing import median_time  # noqa: E402  (benchmarks/timing.py)
 
 import flax.linen as nn  # noqa: E402

@@ -5,7 +5,7 @@
 
 The seed-002 ResU-Net (`name='resunet'`, default widths, 6,854,609
 parameters, spatial dropout 0.1) on a batch of random 64x64x4 slices. For
-each T: `uncertainty.mc_dropout_probs` (T draws, one jitted vmap over the
+each T: `mc_dropout.mc_dropout_probs` (T draws, one jitted vmap over the
 keys) against T calls of a jitted single-draw apply over the same keys,
 stacked. Times are the median of --repeats runs after a compiling run; the
 two results must agree to float tolerance (--atol). The last row is the
@@ -16,7 +16,6 @@ largest T.
 import argparse
 import os
 import statistics
-import sys
 import time
 
 import jax
@@ -25,11 +24,10 @@ import ml_collections
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from jaxseg import models  # noqa: E402
-from jaxseg import uncertainty  # noqa: E402
-from jaxseg.models import shapes  # noqa: E402
+from jaxseg import models
+from jaxseg.inference import mc_dropout
+from jaxseg.models import shapes
 
 
 def median_ms(fn, repeats: int):
@@ -49,7 +47,7 @@ def max_diff(a, b) -> float:
 
 def loop_fn(apply_fn):
   """T jitted single-draw applies in a Python loop, stacked: (T, N, ..., K)."""
-  single = jax.jit(lambda v, x, k: uncertainty.sample_probs(
+  single = jax.jit(lambda v, x, k: mc_dropout.sample_probs(
       apply_fn, v, x, k, 'sigmoid'))
 
   def run(variables, images, key, num_samples):
@@ -82,7 +80,7 @@ def main(argv=None) -> None:
         f'{args.repeats} runs after compilation')
 
   loop = loop_fn(model.apply)
-  vmap = lambda t, chunk=0: uncertainty.mc_dropout_probs(  # noqa: E731
+  vmap = lambda t, chunk=0: mc_dropout.mc_dropout_probs(  # noqa: E731
       model.apply, variables, images, key, t, 'sigmoid', chunk)
   rows, results = [], {}
   for t in samples:

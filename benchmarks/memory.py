@@ -35,7 +35,6 @@ import functools
 import math
 import os
 import statistics
-import sys
 import time
 
 import jax
@@ -44,10 +43,9 @@ import numpy as np
 import optax
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from jaxseg import models  # noqa: E402
-from jaxseg.models import shapes  # noqa: E402
+from jaxseg import models
+from jaxseg.models import shapes
 
 # name -> (model fields, input channels, default patch edge). Channels and
 # classes follow the seed configs (brats15_unet3d: t1ce; brats15_resunet3d_ds

@@ -4,7 +4,7 @@
     python benchmarks/models.py --configs=lgg_unet,lgg_unetpp --steps=5
 
 For each config in configs/: the model, loss and optimiser it names, one
-jitted `train.train_step` (forward, backward, optimiser update) on random
+jitted `step_lib.train_step` (forward, backward, optimiser update) on random
 inputs, timed over `--steps` steps after one compiling step; the table
 gives the median. 2D models run at the study's slice size; 3D models at
 `--volume` (default 64^3: the studies' 96x144x144 volumes take minutes per
@@ -17,7 +17,6 @@ import argparse
 import functools
 import os
 import statistics
-import sys
 import time
 
 import jax
@@ -25,17 +24,18 @@ import jax.numpy as jnp
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from jaxseg import xla_cpu  # noqa: E402
+from jaxseg import xla_cpu
 xla_cpu.configure()  # jaxseg's XLA:CPU mode, before JAX starts its backend
 
-from jaxseg import config_base  # noqa: E402
-from jaxseg import losses  # noqa: E402
-from jaxseg import optim  # noqa: E402
-from jaxseg import train  # noqa: E402
-from jaxseg.data import preprocess  # noqa: E402
-from jaxseg.models import shapes  # noqa: E402
+from jaxseg import config_base
+from jaxseg import labels
+from jaxseg import losses
+from jaxseg.training import optim
+from jaxseg.models import shapes
+from jaxseg import models
+from jaxseg.training import state as state_lib
+from jaxseg.training import step as step_lib
 
 # Parameter counts the studies (or the reference code they used) give.
 PAPER_COUNTS = {
@@ -65,21 +65,21 @@ def input_shape(config, volume: int, batch: int | None) -> tuple:
 
 def bench(name: str, steps: int, volume: int, batch: int | None) -> dict:
   config = config_base.load_config_file(os.path.join(REPO, 'configs', f'{name}.py'))
-  model = train.build_model(config)
+  model = models.from_config(config)
   shape = input_shape(config, volume, batch)
   x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
-  k = preprocess.num_outputs(config.data.label_mode)
+  k = labels.num_outputs(config.data.label_mode)
   y = jnp.asarray(np.random.default_rng(1).random(shape[:-1] + (k,)) < 0.2,
                   jnp.float32)
   batch_arrays = dict(image=x, target=y, weight=jnp.ones(shape[0], jnp.float32))
   variables = shapes.random_variables(model, x[:1])
-  state = train.TrainState.create(
+  state = state_lib.TrainState.create(
       apply_fn=model.apply, params=variables['params'],
       tx=optim.build(config.optimizer),
       batch_stats=variables.get('batch_stats', {}))
   step = jax.jit(functools.partial(
-      train.train_step, loss_fn=losses.build(config.loss),
-      activation=preprocess.activation(config.data.label_mode)))
+      step_lib.train_step, loss_fn=losses.build(config.loss),
+      activation=labels.activation(config.data.label_mode)))
   key = jax.random.key(0)
   compiled = step.lower(state, batch_arrays, key).compile()
   cost = compiled.cost_analysis()

@@ -9,7 +9,7 @@ listed in CASES) and a faithful PyTorch port of it, asserts that both have
 the same number of trainable parameters, and times in the same run:
 
   train     one training step: forward, backward, Adam update, on a BCE-with-
-            logits loss. jaxseg: `train.train_step` jitted as train.py jits
+            logits loss. jaxseg: `step_lib.train_step` jitted as loop.py jits
             it (so it also computes the step's metrics); PyTorch: eager,
             zero_grad / loss.backward() / optimizer.step().
   infer     forward only, inference mode (jitted `apply(train=False)`;
@@ -54,17 +54,18 @@ import numpy as np
 import optax
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from jaxseg import xla_cpu  # noqa: E402
+from jaxseg import xla_cpu
 xla_cpu.configure()  # jaxseg's XLA:CPU mode, before JAX starts its backend
 
-from jaxseg import config_base  # noqa: E402
+from jaxseg import config_base
 import timing  # noqa: E402  (benchmarks/timing.py)
-from jaxseg import losses  # noqa: E402
-from jaxseg import onednn  # noqa: E402
-from jaxseg import train  # noqa: E402
-from jaxseg.models import shapes  # noqa: E402
+from jaxseg import losses
+from jaxseg import onednn
+from jaxseg.models import shapes
+from jaxseg import models
+from jaxseg.training import state as state_lib
+from jaxseg.training import step as step_lib
 
 # name -> (config file, model overrides, (batch, *spatial, C) full,
 #          (batch, *spatial, C) --quick, note)
@@ -91,17 +92,17 @@ CASES = {
 def jax_case(config, shape) -> dict:
   """jaxseg's train step and inference calls, and its parameter count
   (`config.train.precision` as the trainer takes it)."""
-  model = train.build_model(config)
+  model = models.from_config(config)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=shape), jnp.float32)
   y = jnp.asarray(rng.random(shape[:-1] + (1,)) < 0.2, jnp.float32)
   batch = dict(image=x, target=y, weight=jnp.ones(shape[0], jnp.float32))
   variables = shapes.random_variables(model, x[:1])
-  state = train.TrainState.create(
+  state = state_lib.TrainState.create(
       apply_fn=model.apply, params=variables['params'], tx=optax.adam(1e-4),
       batch_stats=variables.get('batch_stats', {}))
   step = jax.jit(functools.partial(
-      train.train_step, loss_fn=losses.build({'name': 'bce'}),
+      step_lib.train_step, loss_fn=losses.build({'name': 'bce'}),
       activation='sigmoid'), donate_argnums=0)
   key = jax.random.key(0)
   holder = [state]
@@ -300,7 +301,7 @@ def torch_modules():
 def torch_model(config, channels: int, nd: int):
   """The PyTorch port of `config.model`."""
   UNet, ResUNet = torch_modules()
-  m = train.build_model(config)  # the Flax module: its fields and defaults
+  m = models.from_config(config)  # the Flax module: its fields and defaults
   if config.model.name in ('unet', 'unet3d'):
     return UNet(channels, m.num_classes, nd, features=m.features,
                 depth=m.depth, kernel=m.kernel_size, norm=m.norm,
@@ -406,7 +407,7 @@ def main(argv=None):
     shape = CASES[name][3] if args.quick else CASES[name][2]
     # Parameter parity first: a port that differs is not a peer.
     jax_params = shapes.count(shapes.variable_shapes(
-        train.build_model(config),
+        models.from_config(config),
         jax.ShapeDtypeStruct((1,) + shape[1:], jnp.float32))['params'])
     torch_params = sum(p.numel() for p in torch_model(
         config, shape[-1], len(shape) - 2).parameters())

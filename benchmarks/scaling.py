@@ -24,7 +24,6 @@ import argparse
 import functools
 import os
 import statistics
-import sys
 import time
 
 if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
@@ -32,18 +31,18 @@ if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', '')
                              ' --xla_force_host_platform_device_count=8').strip()
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import Mesh  # noqa: E402
 
-from jaxseg import losses  # noqa: E402
-from jaxseg import optim  # noqa: E402
-from jaxseg import parallel  # noqa: E402
-from jaxseg import train  # noqa: E402
-from jaxseg.models.resunet import ResUNet  # noqa: E402
+from jaxseg import losses
+from jaxseg.training import optim
+from jaxseg import parallel
+from jaxseg.models.resunet import ResUNet
+from jaxseg.training import state as state_lib
+from jaxseg.training import step as step_lib
 
 
 def run(devices, batch, steps):
@@ -52,11 +51,11 @@ def run(devices, batch, steps):
   model = ResUNet(num_classes=1)
   tx = optim.build(ml_collections.ConfigDict(dict(name='sgd', learning_rate=0.1,
                                                   momentum=0.9)))
-  state = train.create_train_state(model, tx, jax.random.key(0),
+  state = state_lib.create_train_state(model, tx, jax.random.key(0),
                                    batch['image'].shape[1:])
   state = jax.device_put(state, parallel.replicated(mesh))
   loss_fn = losses.build(ml_collections.ConfigDict(dict(name='focal_dice')))
-  step = jax.jit(functools.partial(train.train_step, loss_fn=loss_fn,
+  step = jax.jit(functools.partial(step_lib.train_step, loss_fn=loss_fn,
                                    activation='sigmoid'))
   global_batch = parallel.to_global(batch, mesh)
   state, metrics = step(state, global_batch, jax.random.key(1))  # compiles

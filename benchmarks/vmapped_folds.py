@@ -25,11 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import config_base
+from jaxseg import labels
 from jaxseg import losses
-from jaxseg import optim
-from jaxseg import train
-from jaxseg.data import preprocess
-
+from jaxseg.training import optim
+from jaxseg import models
+from jaxseg.training import state as state_lib
+from jaxseg.training import step as step_lib
 from timing import median_time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,16 +59,16 @@ def build(name: str, folds: int):
   # float noise in near-zero gradients into +-lr.
   config.optimizer.name, config.optimizer.momentum = 'sgd', 0.0
   config.optimizer.nesterov = False
-  model = train.build_model(config)
+  model = models.from_config(config)
   tx = optim.build(config.optimizer)
-  activation = preprocess.activation(config.data.label_mode)
-  step = functools.partial(train.train_step, loss_fn=losses.build(config.loss),
+  activation = labels.activation(config.data.label_mode)
+  step = functools.partial(step_lib.train_step, loss_fn=losses.build(config.loss),
                            activation=activation)
-  init = lambda key: train.create_train_state(model, tx, key, shape)  # noqa: E731
+  init = lambda key: state_lib.create_train_state(model, tx, key, shape)  # noqa: E731
   states = [init(jax.random.key(k)) for k in range(folds)]
   stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
   rng = np.random.default_rng(0)
-  channels = preprocess.num_outputs(config.data.label_mode)
+  channels = labels.num_outputs(config.data.label_mode)
   batches = dict(
       image=jnp.asarray(rng.normal(size=(folds, batch) + shape), jnp.float32),
       target=jnp.asarray(rng.random((folds, batch) + shape[:-1] + (channels,))

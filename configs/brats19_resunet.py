@@ -40,7 +40,7 @@ def get_config():
   config.data.image_size = 64
   # Section 3.2 and tables 1-2. Table 1 prints the fifth encoder level as
   # 2x2x128, but table 2's decoder input (2x2x256), the study's own code and
-  # the 6,854,609 / 9,824 parameter counts all need 256 (tests/test_resunet.py).
+  # the 6,854,609 / 9,824 parameter counts all need 256 (tests/models/test_resunet.py).
   config.model.name = 'resunet'
   config.model.widths = (16, 32, 64, 128, 256)
   config.model.depths = (1, 2, 3, 4, 4)

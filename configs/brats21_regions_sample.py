@@ -38,7 +38,7 @@ busy machine.
 
 Scores of the best checkpoint on each case's original 240 x 240 x 155 grid:
 legacy Dice (`cases.csv` of --mode=evaluate) and BraTS 2023 lesion-wise
-Dice (`jaxseg.lesionwise.lesion_scores` on the written `<case>_seg.nii.gz`;
+Dice (`jaxseg.scoring.lesionwise.lesion_scores` on the written `<case>_seg.nii.gz`;
 no post-processing, so every false-positive component counts as a lesion
 with Dice 0):
 

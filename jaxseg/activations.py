@@ -1,7 +1,7 @@
 """The one table of output activations: logits -> probabilities.
 
 Every model returns logits (N, *spatial, K). What turns them into
-probabilities depends on the label mode (`data.preprocess.activation`):
+probabilities depends on the label mode (`labels.activation`):
 
   'sigmoid'  each channel an independent binary problem (binary masks, the
              nested BraTS regions WT/TC/ET)

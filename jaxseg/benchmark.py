@@ -6,7 +6,7 @@
 On the config's model, loss, optimiser, batch (`train.batch_size`) and input
 shape (2D: (image_size, image_size, C); 3D: (*patch_size, C), else (depth,
 image_size, image_size, C); C = len(modalities)), with random inputs on the
-mesh of `config.mesh`, the jitted `train.train_step` (as train.py jits it)
+mesh of `config.mesh`, the jitted `step_lib.train_step` (as loop.py jits it)
 is timed:
 
   compile_s      lower + compile of the step
@@ -57,16 +57,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg import labels
 from jaxseg import losses
-from jaxseg import optim
+from jaxseg.training import optim
 from jaxseg import parallel
-from jaxseg import train
 from jaxseg.data import augment as augment_lib
 from jaxseg.data import augment_device
 from jaxseg.data import dataset
 from jaxseg.data import pipeline
-from jaxseg.data import preprocess
 from jaxseg.models import shapes
+from jaxseg.training import loop
+from jaxseg import models
+from jaxseg.training import state as state_lib
+from jaxseg.training import step as step_lib
 
 
 def input_shape(config) -> tuple:
@@ -84,7 +87,7 @@ def input_shape(config) -> tuple:
 def random_batch(config, shape: tuple, mesh, seed: int = 0) -> dict:
   """A global batch {'image', 'target', 'weight'} of random values on `mesh`."""
   rng = np.random.default_rng(seed)
-  outputs = preprocess.num_outputs(config.data.label_mode)
+  outputs = labels.num_outputs(config.data.label_mode)
   local = dict(
       image=rng.normal(size=shape).astype(np.float32),
       target=(rng.random(shape[:-1] + (outputs,)) < 0.2).astype(np.float32),
@@ -144,21 +147,21 @@ def compile_train_step(config, mesh, *, steps: int, warmup: int,
   backend rewrites such as cuDNN custom calls, whose FLOPs a backend's cost
   analysis may not count); `program_bytes` is `program_memory_bytes`.
   """
-  model = train.build_model(config)
+  model = models.from_config(config)
   shape = input_shape(config)
   batch = random_batch(config, shape, mesh, config.seed)
   # Stand-in variables of init's structure: timing needs no real init.
   variables = shapes.random_variables(
       model, jax.ShapeDtypeStruct((1,) + shape[1:], jnp.float32), config.seed)
   tx = optim.build_for_run(config, steps + warmup)
-  state = train.TrainState.create(
+  state = state_lib.TrainState.create(
       apply_fn=model.apply, params=variables['params'], tx=tx,
       batch_stats=variables.get('batch_stats', {}))
   state = jax.device_put(state, parallel.replicated(mesh))
   step = jax.jit(functools.partial(
-      train.train_step, loss_fn=losses.build(config.loss),
-      activation=preprocess.activation(config.data.label_mode),
-      grad_accum_steps=train.check_grad_accum(config.train, mesh),
+      step_lib.train_step, loss_fn=losses.build(config.loss),
+      activation=labels.activation(config.data.label_mode),
+      grad_accum_steps=loop.check_grad_accum(config.train, mesh),
       augment=augment), donate_argnums=0)
   key = jax.random.key(config.seed)
   t0 = time.perf_counter()
@@ -258,7 +261,7 @@ def loader_rate(config, workdir: str, batches: int = 20,
 
   `host_augment` False: the loader of `config.augment.where='device'`
   (patches cut, no augmentation chain). `read_ahead`: the loader's
-  (default: training's, `train.loader_read_ahead`). `skip`: batches read
+  (default: training's, `loop.loader_read_ahead`). `skip`: batches read
   before timing (default: as many as Grain's threads may have read ahead
   for the first); the timed batches must not come out of that buffer, so
   with a large read-ahead keep `skip` at least the batches in flight.
@@ -268,7 +271,7 @@ def loader_rate(config, workdir: str, batches: int = 20,
   source = pipeline.SliceSource(os.path.join(workdir, 'data', 'train'))
   augment, _ = augment_device.from_config(config.augment)
   if read_ahead is None:
-    read_ahead = train.loader_read_ahead(config, input_shape(config)[1:])
+    read_ahead = loop.loader_read_ahead(config, input_shape(config)[1:])
   loader = pipeline.train_loader(
       source, global_batch_size=config.train.batch_size, seed=config.seed,
       augment=augment if host_augment else None,

@@ -24,6 +24,8 @@ import ml_collections
 from ml_collections.config_flags import config_flags as ml_config_flags
 
 from jaxseg import config_base
+from jaxseg import losses
+from jaxseg import models
 
 # Sections whose keys are the fields of the chosen model / loss.
 _FREE = config_base.FREE_SECTIONS
@@ -39,7 +41,6 @@ class UnknownField(ValueError):
 
 def _model_fields(name: str) -> dict[str, typing.Any]:
   """field -> dataclasses.Field of a registered model (empty if unknown)."""
-  from jaxseg import models  # pylint: disable=g-import-not-at-top
   cls = models.MODELS.get(name)
   if cls is None:
     return {}
@@ -49,7 +50,6 @@ def _model_fields(name: str) -> dict[str, typing.Any]:
 
 def _loss_fields(name: str) -> dict[str, typing.Any]:
   """parameter -> default of a registered loss (empty if unknown)."""
-  from jaxseg import losses  # pylint: disable=g-import-not-at-top
   if name not in losses.LOSSES:
     return {}
   params = dict(losses.loss_params(name))

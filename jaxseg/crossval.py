@@ -44,15 +44,16 @@ import ml_collections
 from jaxseg import cli
 from jaxseg import config_base
 from jaxseg import config_flags
-from jaxseg import evaluate
 from jaxseg import model_folder
 from jaxseg import parallel
 from jaxseg import plots
-from jaxseg import postprocess
-from jaxseg import train
+from jaxseg.scoring import postprocess
 from jaxseg.data import dataset
 from jaxseg.data import sources
 from jaxseg.errors import InputError
+from jaxseg.scoring import cases as case_scores
+from jaxseg import evaluation
+from jaxseg import modes
 
 FLAGS = flags.FLAGS
 SCORES = ('dice', 'lesion_dice')
@@ -85,7 +86,7 @@ def run_fold(config, workdir: str) -> dict:
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
-  return train.train_and_evaluate(config, workdir)
+  return modes.train(config, workdir)
 
 
 def _read_rows(path: str) -> list[dict]:
@@ -139,7 +140,7 @@ def run_crossval(config, workdir: str, folds: int | None = None) -> dict:
                                    'val_cases.csv'))
     fold_rows.append(dict(name=f'fold {i}', cases=len(rows),
                           best_epoch=results.get('best_epoch'),
-                          summary=evaluate.summarize_rows(rows)))
+                          summary=case_scores.summarize_rows(rows)))
     oof_rows += rows
     oof_pairs.append((i, [r['case'] for r in rows]))
 
@@ -156,16 +157,16 @@ def run_crossval(config, workdir: str, folds: int | None = None) -> dict:
       postprocess.write_chosen(workdir, settings, chosen_table, len(oof_rows))
     oof_rows = oof_result.rows
   pooled = dict(name='out-of-fold (pooled)', cases=len(oof_rows),
-                summary=evaluate.summarize_rows(oof_rows))
+                summary=case_scores.summarize_rows(oof_rows))
   if jax.process_index() == 0:
     if oof_result is None:
-      evaluate.write_table(oof_rows, pooled['summary'],
+      case_scores.write_table(oof_rows, pooled['summary'],
                            os.path.join(workdir, 'oof_cases.csv'),
                            os.path.join(workdir, 'oof_summary.json'))
       plots.plot_score_box(oof_rows, os.path.join(workdir, 'oof_dice_box.png'),
                            score='dice')
     else:
-      evaluate.write_split(workdir, 'oof', oof_result, pooled['summary'])
+      evaluation.write_split(workdir, 'oof', oof_result, pooled['summary'])
 
   # Every fold as a model folder carrying the pooled post-processing.
   exported = [model_folder.export(fold_config(config, folds, i),
@@ -176,12 +177,12 @@ def run_crossval(config, workdir: str, folds: int | None = None) -> dict:
   if test_ids:
     mesh = parallel.make_mesh(config.get('mesh'))
     members = [model_folder.load(path, mesh) for path in exported]
-    result = evaluate.evaluate_split(
+    result = evaluation.evaluate_split(
         members, [cases[i] for i in test_ids], mesh,
         png_dir=os.path.join(workdir, 'ensemble_test_cases'), settings=settings)
-    summary = evaluate.summarize_rows(result.rows)
+    summary = case_scores.summarize_rows(result.rows)
     if jax.process_index() == 0:
-      evaluate.write_split(workdir, 'ensemble_test', result, summary)
+      evaluation.write_split(workdir, 'ensemble_test', result, summary)
     ensemble = dict(name=f'ensemble of {folds} on test', cases=len(result.rows),
                     summary=summary)
 
@@ -214,9 +215,9 @@ def _choose_on_oof(config, workdir: str, oof_pairs, cases):
         shutil.copyfile(os.path.join(fold_dir(workdir, i), 'eval', 'val_pred',
                                      name), target)
       ordered.append(cases[case_id])
-  settings, chosen_table = evaluate.choose_postprocessing(ordered, pooled_dir,
+  settings, chosen_table = evaluation.choose_postprocessing(ordered, pooled_dir,
                                                           config)
-  result = evaluate.rescore(ordered, pooled_dir, config, settings)
+  result = evaluation.rescore(ordered, pooled_dir, config, settings)
   return settings, chosen_table, result
 
 

@@ -22,28 +22,20 @@ values, an unknown config key) ends the run with one line naming the file or
 key and the problem, exit status 2, and nothing new in the workdir.
 """
 
-import os
-
 from absl import app
 from absl import flags
 from absl import logging
 import jax
 
-from jaxseg import benchmark
 from jaxseg import cli
-from jaxseg import config_base
 from jaxseg import config_flags
-from jaxseg import evaluate
-from jaxseg import model_folder
+from jaxseg import modes
 from jaxseg import parallel
-from jaxseg import predict
-from jaxseg import train
 
 FLAGS = flags.FLAGS
 config_flags.define_config()
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and results.')
-flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict',
-                                     'export', 'benchmark'],
+flags.DEFINE_enum('mode', 'train', list(modes.MODES),
                   'train: train (or resume) then evaluate the best checkpoint; '
                   'evaluate: evaluate the best checkpoint of --workdir on its '
                   'val/test splits, or on the labelled set --input; '
@@ -68,36 +60,8 @@ flags.DEFINE_integer('process_id', None, 'Multi-process runs: this process, '
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def run(config, workdir: str, mode: str, input_path: str | None = None,
-        output_dir: str | None = None, benchmark_steps: int = 10):
-  """Runs one mode; returns its results (dict) or the written paths (predict)."""
-  config_base.check_config(config)
-  if mode == 'train':
-    return train.train_and_evaluate(config, workdir)
-  if mode == 'benchmark':
-    result = benchmark.run_benchmark(config, workdir, steps=benchmark_steps)
-    print(benchmark.format_table(result))
-    return result
-  if mode == 'predict':
-    return predict.run_predict(config, workdir, input_path, output_dir,
-                               load_state=train.load_best_state)
-  if mode == 'export':
-    path = model_folder.export(config, workdir, output_dir)
-    print(f'exported the best model of {workdir} to {path}')
-    return path
-  if input_path:
-    if not output_dir:
-      output_dir = os.path.join(workdir, 'eval',
-                                os.path.basename(os.path.normpath(input_path)))
-    mesh = parallel.make_mesh(config.get('mesh'))
-    state = train.load_best_state(config, workdir, mesh)
-    return evaluate.evaluate_input(config, workdir, state, mesh, input_path,
-                                   output_dir)
-  predict.check_same_view(config, workdir)
-  mesh = parallel.make_mesh(config.get('mesh'))
-  state = train.load_best_state(config, workdir, mesh)
-  return evaluate.evaluate_workdir(config, workdir, state, mesh,
-                                   eval_fn=train.make_eval_fn(config))
+# Tests and scripts call the modes through this name too.
+run = modes.run
 
 
 def main(argv):

@@ -35,10 +35,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxseg import config_base
+from jaxseg import labels
+from jaxseg import models
 from jaxseg import parallel
-from jaxseg import postprocess as postprocess_lib
 from jaxseg.data import preprocess
 from jaxseg.errors import InputError, read_json_object
+from jaxseg.scoring import postprocess as postprocess_lib
+from jaxseg.training import state as state_lib
 
 FORMAT = 'jaxseg-model'
 VERSION = 1
@@ -83,29 +86,19 @@ class Model:
       self.postprocess = postprocess_lib.settings_of(self.config.postprocess)
 
 
-def output_channels(label_mode: str) -> list[str]:
-  """The names of a label mode's model outputs, in channel order."""
-  if label_mode == 'binary':
-    return ['WT']
-  if label_mode == 'regions':
-    return list(preprocess.REGION_NAMES)
-  return ['background', 'NCR', 'ED', 'ET']
-
-
 def manifest(config, run_info: dict, postprocess: dict | None = None) -> dict:
   """model.json for a run's config, its data/split.json and post-processing."""
-  from jaxseg import predict  # pylint: disable=g-import-not-at-top
   data = config.data
   norm = run_info.get('normalization', {})
   settings = run_info.get('settings', {})
   return dict(
       format=FORMAT, version=VERSION,
       model=config.model.name,
-      input_shape=list(predict.model_input_shape(config)),
+      input_shape=list(preprocess.model_input_shape(config.data)),
       modalities=list(data.modalities),
       label_mode=data.label_mode,
-      outputs=output_channels(data.label_mode),
-      activation=preprocess.activation(data.label_mode),
+      outputs=labels.output_channels(data.label_mode),
+      activation=labels.activation(data.label_mode),
       preprocessing=dict(dims=data.dims, image_size=data.image_size,
                          depth=data.depth if data.dims == 3 else None,
                          patch_size=(list(data.patch_size)
@@ -145,11 +138,10 @@ def export(config, workdir: str, output_dir: str | None = None,
   files and renames the folder; the processes must share `output_dir`'s
   file system, as they share the workdir's for checkpoints.
   """
-  from jaxseg import train  # pylint: disable=g-import-not-at-top
   output_dir = os.path.abspath(output_dir or os.path.join(workdir, 'model'))
   info = split_info(workdir)
   mesh = parallel.make_mesh(config.get('mesh'))
-  state = train.load_best_state(config, workdir, mesh)
+  state = state_lib.load_best_state(config, workdir, mesh)
   parent = os.path.dirname(output_dir)
   # One name every process agrees on (not mkdtemp's random one).
   tmp = os.path.join(parent, f'.export-{os.path.basename(output_dir)}.partial')
@@ -216,7 +208,6 @@ def _statistics(info: dict):
 
 def load(path: str, mesh=None) -> Model:
   """A model folder, or a training workdir's best checkpoint, ready to predict."""
-  from jaxseg import train  # pylint: disable=g-import-not-at-top
   path = os.path.abspath(path)
   if not os.path.isdir(path):
     raise InputError(path, 'is not a model folder (it does not exist)')
@@ -234,7 +225,7 @@ def load(path: str, mesh=None) -> Model:
   config_base.check_config(config)
   mesh = mesh or parallel.make_mesh(config.get('mesh'))
   if is_run:
-    state = train.load_best_state(config, path, mesh)
+    state = state_lib.load_best_state(config, path, mesh)
     state = InferenceState(apply_fn=state.apply_fn, params=state.params,
                            batch_stats=state.batch_stats)
   else:
@@ -246,8 +237,7 @@ def load(path: str, mesh=None) -> Model:
 
 def _restore(config, info: dict, where: str, mesh) -> InferenceState:
   """The weights of a model folder as an InferenceState on `mesh`."""
-  from jaxseg import train  # pylint: disable=g-import-not-at-top
-  model = train.build_model(config)
+  model = models.from_config(config)
   shape = (1,) + tuple(info['input_shape'])
   abstract = jax.eval_shape(
       lambda: model.init({'params': jax.random.key(0)},

@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from jaxseg import labels  # pylint: disable=g-import-not-at-top
+
 
 def epoch_records(metrics_path: str) -> list[dict]:
   """The per-epoch records of a metrics.jsonl (those with an 'epoch' key), last wins."""
@@ -195,26 +197,22 @@ def plot_confusion(counts, names, out_path: str, title: str = '') -> np.ndarray:
 LABEL_COLORS = {1: (1.0, 0.15, 0.15), 2: (0.2, 0.85, 0.2), 3: (1.0, 0.9, 0.1),
                 4: (1.0, 0.9, 0.1)}
 OVERLAY_ALPHA = 0.45
-# Names of the label values in the overlay legends, as on evaluate's
-# confusion-matrix axes: BraTS sub-regions, or a binary mask's tumour.
-BRATS_CLASS_NAMES = {0: 'BG', 1: 'NCR', 2: 'ED', 3: 'ET', 4: 'ET'}
-BINARY_CLASS_NAMES = {0: 'BG', 1: 'tumour'}
 # Height kept free under the panels for the legend.
 LEGEND_INCHES = 0.3
 
 
-def largest_tumour_slice(*labels, brain=None) -> int:
+def largest_tumour_slice(*label_maps, brain=None) -> int:
   """The axial index z of (H, W, D) maps with the most tumour voxels.
 
   The first map with any tumour decides; with none, the slice with the most
   `brain` (or the middle slice).
   """
-  for label in labels:
+  for label in label_maps:
     if label is not None and np.any(label):
       return int(np.argmax((np.asarray(label) > 0).sum(axis=(0, 1))))
   if brain is not None and np.any(brain):
     return int(np.argmax(brain.sum(axis=(0, 1))))
-  shape = next(l.shape for l in labels if l is not None)
+  shape = next(l.shape for l in label_maps if l is not None)
   return shape[2] // 2
 
 
@@ -252,11 +250,12 @@ def legend_entries(*label_maps, names=None) -> list[tuple[str, tuple]]:
 
   Args:
     *label_maps: label maps of any shape (None: skipped), as drawn.
-    names: {value: name}; None: `BRATS_CLASS_NAMES`.
+    names: {value: name} (`LabelScheme.class_names`); None: the BraTS
+      names (`labels.class_names()`).
 
   Only values present in a map are listed, ascending.
   """
-  names = BRATS_CLASS_NAMES if names is None else names
+  names = labels.class_names() if names is None else names
   present = set()
   for label in label_maps:
     if label is not None:
@@ -331,8 +330,7 @@ def plot_case(image: np.ndarray, label, pred: np.ndarray, out_path: str,
     z: the slice; None: the one of largest tumour extent in the label (else
       the prediction).
     names: {label value: name} of the legend under the panels, which lists
-      the values drawn on this slice (`legend_entries`); None: BraTS names
-      (`BINARY_CLASS_NAMES` for binary masks).
+      the values drawn on this slice (`legend_entries`); None: BraTS names.
 
   Returns:
     The slice index drawn.

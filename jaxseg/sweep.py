@@ -31,8 +31,9 @@ from jaxseg import config_base
 from jaxseg import config_flags
 from jaxseg import cli
 from jaxseg import losses
-from jaxseg import train
 from jaxseg.errors import InputError
+from jaxseg import models
+from jaxseg import modes
 
 FLAGS = flags.FLAGS
 
@@ -86,7 +87,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict,
   config_base.check_config(config)
   try:   # the free sections are checked by their registries
     losses.build(config.loss)
-    train.build_model(config)
+    models.from_config(config)
   except InputError as e:
     raise InputError(f'{where}: {e.where}', e.problem) from None
   return config
@@ -99,7 +100,7 @@ def run_variant(config, workdir: str) -> dict:
     with open(results_path) as f:
       return json.load(f)
   os.makedirs(workdir, exist_ok=True)
-  return train.train_and_evaluate(config, workdir)
+  return modes.train(config, workdir)
 
 
 def table_row(name: str, results: dict) -> dict:

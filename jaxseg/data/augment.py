@@ -262,7 +262,7 @@ def _gather_rows(target: np.ndarray, source: np.ndarray) -> np.ndarray:
 # With sigma 4 (spacing 2) one field (3, 128^3) takes ~70 ms instead of
 # ~350 ms for smoothing per-voxel draws, 128^2: 0.6 ms instead of 5.6 ms
 # (benchmarks/augment.py, elastic field table); its standard deviation and
-# correlation match the per-voxel definition (tests/test_augment.py).
+# correlation match the per-voxel definition (tests/data/test_augment.py).
 ELASTIC_NODES_PER_SIGMA = 2
 TRUNCATE = 4.0   # Gaussian kernels end at int(TRUNCATE * sigma + 0.5) (SciPy)
 

@@ -39,7 +39,7 @@ batch inside the jitted step: sample i of step s draws from
 fold_in(fold_in(fold_in(dropout_key, AUGMENT_STREAM), s), i), so the draws
 depend on neither the device nor the process count, and a resumed run
 repeats them. The loader then only cuts the 3D patches (the same patches as
-with the host chain). tests/test_augment_placement.py compares the two
+with the host chain). tests/data/test_augment_placement.py compares the two
 chains' distributions step by step.
 """
 

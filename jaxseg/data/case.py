@@ -2,9 +2,8 @@
 
 Modalities always carry the BraTS 2019 names 'flair', 't1', 't1ce', 't2'
 (`canonical_modality` maps every accepted spelling); labels are read into one
-BraTS-style convention per case (`Case.label_values`, `Case.et_label`), and
-`label_convention` derives it from a datalist's "labels" names. This module
-imports nothing else of jaxseg.data, so every reader can import it.
+label scheme per case (`Case.scheme`, a `jaxseg.labels.LabelScheme`). This
+module imports nothing else of jaxseg.data, so every reader can import it.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxseg.errors import InputError
+from jaxseg.labels import LabelScheme
 
 MODALITIES = ('flair', 't1', 't1ce', 't2')
 
@@ -35,9 +34,6 @@ MODALITY_ALIASES = {
     'grey': GREY, 'gray': GREY,
 }
 
-BRATS19_LABELS = (0, 1, 2, 4)
-BRATS23_LABELS = (0, 1, 2, 3)
-BINARY_LABELS = (0, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +44,8 @@ class Case:
     case_id: the case name (folder name, or derived from the datalist entry).
     images: canonical modality name -> NIfTI path.
     label: path of the label volume, or None when the case has no label.
-    label_values: the label values allowed on disk: (0, 1, 2, 4) for BraTS
-      2018-21, (0, 1, 2, 3) for BraTS 2023+, (0, 1) for binary masks.
-    et_label: the value of enhancing tumour (4 or 3), None for binary masks.
+    scheme: the label scheme the label is used in (`labels.BRATS`,
+      `labels.BRATS23`, `labels.BINARY`, ...): its values and their meaning.
     split: 'training', 'validation' or 'test' for datalist cases, else None.
     source: the case folder or datalist file, named in error messages.
     reader: the key in `jaxseg.data.formats.READERS` of the module that reads
@@ -58,11 +53,11 @@ class Case:
     channel_index: for multi-channel files (4D NIfTI, RGB TIFF, stacked
       .npy), modality -> index of its channel in the file; None when each
       modality has a file of its own.
-    label_map: ((on-disk value, value in `label_values`), ...) for every
+    label_map: ((on-disk value, value in `scheme.values`), ...) for every
       allowed on-disk value, when the file's convention differs from the one
-      the label is used in (Decathlon: oedema 1 -> 2, non-enhancing 2 -> 1,
+      the label is used in (`scheme.values`; Decathlon: oedema 1 -> 2, non-enhancing 2 -> 1,
       enhancing 3 -> 4; BraTS 2015: non-enhancing 3 -> 1; masks 255 -> 1).
-      Empty: the on-disk values are `label_values` themselves.
+      Empty: the on-disk values are `scheme.values` themselves.
     key: reader-specific locator inside `source` (the COCO image file name).
     fold: the cross-validation fold a datalist assigns the case, or None.
     options: ((name, value), ...) the reader's options (`config.data.formats`)
@@ -71,8 +66,7 @@ class Case:
   case_id: str
   images: dict[str, str]
   label: str | None
-  label_values: tuple[int, ...]
-  et_label: int | None
+  scheme: LabelScheme
   split: str | None = None
   source: str | None = None
   reader: str = 'nifti'
@@ -87,10 +81,10 @@ class Case:
     """The label values allowed in the label file."""
     if self.label_map:
       return tuple(sorted(d for d, _ in self.label_map))
-    return tuple(self.label_values)
+    return tuple(self.scheme.values)
 
   def to_disk(self, label: np.ndarray) -> np.ndarray:
-    """A label in `label_values` back to the file's convention (to write it).
+    """A label in `scheme.values` back to the file's convention (to write it).
 
     Where several on-disk values share one value (BraTS 2015's 1 and 3), the
     smallest on-disk value is written.
@@ -113,7 +107,7 @@ class Volume:
   Attributes:
     image: float32 (H, W, D, C), channels in the order of `modalities`.
       2D formats stack a patient's slices along D (one image: D = 1).
-    label: uint8 (H, W, D) in `case.label_values` (after `case.label_map`),
+    label: uint8 (H, W, D) in `case.scheme.values` (after `case.label_map`),
       or None.
     affine: float64 (4, 4) voxel-to-world matrix of the first channel (RAS,
       as NIfTI; pixel spacing on the diagonal for 2D formats).
@@ -141,63 +135,4 @@ def canonical_modality(name: str) -> str:
 
 
 
-# Words in a datalist's label names -> the BraTS 2017+ value of that region.
-_LABEL_WORDS = (
-    (('background', 'healthy', 'normal'), 0),
-    (('non-enhancing', 'non enhancing', 'nonenhancing', 'necro', 'ncr', 'net',
-      'core'), 1),
-    (('edema', 'oedema', 'ed', 'peritumoral'), 2),
-    (('enhancing', 'et'), 4),
-)
-
-
-def _brats_value(name: str) -> int | None:
-  """'non-enhancing tumor' -> 1, 'edema' -> 2, 'enhancing tumour' -> 4."""
-  name = str(name).strip().lower()
-  words = name.replace('/', ' ').replace('_', ' ').replace('-', ' ').split()
-  for keys, value in _LABEL_WORDS:
-    for key in keys:
-      if (' ' in key or '-' in key) and key in name:
-        return value
-      if key in words or (len(key) > 3 and any(w.startswith(key) for w in words)):
-        return value
-  return None
-
-
-def label_convention(labels: Any, where: str
-                         ) -> tuple[tuple[int, ...], int | None,
-                                    tuple[tuple[int, int], ...]]:
-  """(label values, enhancing-tumour value, label_map) from the "labels" dict.
-
-  Names are matched to BraTS regions, so the Decathlon's Task01 order
-  (1 oedema, 2 non-enhancing, 3 enhancing) is mapped to BraTS 2017+ values
-  (2, 1, 4); BraTS 2017+ ({1, 2, 4}) and BraTS 2023+ ({1, 2, 3}) conventions
-  are kept as they are. Two values are a binary mask.
-  """
-  if labels is None:
-    return BRATS19_LABELS, 4, ()
-  if not isinstance(labels, dict):
-    raise InputError(where, '"labels" must be a dict like {"0": "background"}')
-  try:
-    values = tuple(sorted(int(k) for k in labels))
-  except ValueError:
-    raise InputError(where, f'"labels" keys must be integers, got '
-                     f'{sorted(labels)}') from None
-  if len(values) <= 2:
-    return values, None, ()
-  named = {int(k): _brats_value(v) for k, v in labels.items()}
-  if None not in named.values() and len(set(named.values())) == len(named):
-    mapping = tuple(sorted(named.items()))
-    if all(d == v for d, v in mapping):
-      return values, 4, ()                            # BraTS 2017-21
-    if dict(mapping) != {0: 0, 1: 1, 2: 2, 3: 4}:     # not BraTS 2023+
-      return tuple(sorted(named.values())), 4, mapping
-  et = None
-  for key, name in labels.items():
-    name = str(name).lower()
-    if 'enhanc' in name and 'non' not in name:
-      et = int(key)
-  if et is None:
-    et = 4 if 4 in values else max(values)
-  return values, et, ()
 

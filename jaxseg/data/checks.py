@@ -2,7 +2,7 @@
 
 * `check_finite(data, path)`: NaN/Inf voxels are an error naming the file.
 * `check_label(data, case)`: a label read from disk, rounded and checked
-  against the case's convention, mapped to `case.label_values`.
+  against the case's convention, mapped to `case.scheme.values`.
 * `check_label_not_copy(volume, where)`: the label-copy guard below, an error
   when training data is prepared; the dataset inspector reports the same
   scores (`copy_scores`) as a warning.
@@ -61,7 +61,7 @@ def check_finite(data: np.ndarray, path: str):
 
 def check_label(data: np.ndarray, case: Case, path: str | None = None
                 ) -> np.ndarray:
-  """Checks a label read from disk; returns it uint8 in `case.label_values`.
+  """Checks a label read from disk; returns it uint8 in `case.scheme.values`.
 
   A float label is rounded (voxels further than 1e-3 from an integer are an
   error); values outside `case.disk_values` are an error; `case.label_map` is

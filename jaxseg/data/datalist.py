@@ -9,7 +9,7 @@
 Paths are relative to the json's folder. An "image" list has one file per
 channel (named by "modality", else ch0, ch1, ...); one file with several
 "modality" names is a 4D (H, W, D, C) volume, as the Decathlon's imagesTr.
-"labels" names are mapped to the BraTS convention (`case.label_convention`).
+"labels" names are mapped to the BraTS convention (`labels.from_names`).
 An entry's "fold" (MONAI's `create_cross_validation_datalist` writes it)
 becomes `Case.fold`; "case_id" or "id" names the case, else the file name
 does. Every listed file must exist; each problem is one `InputError`.
@@ -20,8 +20,8 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from jaxseg.data.case import (MODALITIES, Case, canonical_modality,
-                              label_convention)
+from jaxseg import labels
+from jaxseg.data.case import MODALITIES, Case, canonical_modality
 from jaxseg.data.formats import nifti
 from jaxseg.errors import InputError, read_json_object
 
@@ -63,8 +63,7 @@ def read(path: str) -> list[Case]:
       raise InputError(path, f'"modality" names repeat: {names}')
   else:
     raise InputError(path, '"modality" must be a dict like {"0": "FLAIR"}')
-  label_values, et_label, label_map = label_convention(data.get('labels'),
-                                                          path)
+  scheme, label_map = labels.from_names(data.get('labels'), path)
   base = os.path.dirname(os.path.abspath(path))
 
   def resolve(p: Any, what: str, index: int, split: str) -> str:
@@ -127,8 +126,7 @@ def read(path: str) -> list[Case]:
           case_id=case_id,
           images=dict(zip(mods, paths)),
           label=label,
-          label_values=label_values,
-          et_label=et_label,
+          scheme=scheme,
           split=split,
           source=path,
           channel_index=channel_index,

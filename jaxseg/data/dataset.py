@@ -19,6 +19,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from jaxseg import labels
 from jaxseg.data import fingerprint
 from jaxseg.data import pipeline
 from jaxseg.data import preprocess
@@ -164,9 +165,9 @@ def split_cases(cases: list[sources.Case], fractions, seed: int,
 def check_config(data_config) -> None:
   """Rejects data settings that have no meaning, before any work is done."""
   check_folds(data_config.get('folds'), data_config.get('fold'))
-  if data_config.label_mode not in preprocess.LABEL_MODES:
+  if data_config.label_mode not in labels.LABEL_MODES:
     raise InputError('config.data.label_mode',
-                     f'{data_config.label_mode!r} is not one of {preprocess.LABEL_MODES}')
+                     f'{data_config.label_mode!r} is not one of {labels.LABEL_MODES}')
   if data_config.normalization not in ('case', 'dataset'):
     raise InputError('config.data.normalization',
                      f"{data_config.normalization!r} is not 'case' or 'dataset'")
@@ -194,7 +195,7 @@ def discover(data_config) -> tuple[str, list[sources.Case]]:
   root = resolve_root(data_config)
   cases = sources.discover_cases(root, data_config.get('formats'))
   if data_config.label_mode != 'binary':
-    binary = [c.case_id for c in cases if c.et_label is None and c.label]
+    binary = [c.case_id for c in cases if c.scheme.binary and c.label]
     if binary:
       raise InputError(root, f"label_mode '{data_config.label_mode}' needs BraTS "
                        f'sub-region labels; case {binary[0]} has a binary mask')
@@ -314,7 +315,7 @@ def prepare(data_config, workdir: str, seed: int,
   data, cache = _fingerprint(cases, data_dir)
   info = dict(root=os.path.abspath(root), data=data, split=split,
               settings=settings,
-              label_values=sorted({v for c in cases for v in c.label_values}),
+              label_values=sorted({v for c in cases for v in c.scheme.values}),
               normalization=dict(mode=data_config.normalization,
                                  mean=None if mean is None else mean.tolist(),
                                  std=None if std is None else std.tolist()))

@@ -77,14 +77,14 @@ def prepare_split(cases: Sequence[sources.Case], *, modalities: Sequence[str],
     if dims == 3:
       stack = preprocess.case_to_volume(
           volume.image, volume.label, image_size=image_size, depth=depth,
-          label_mode=label_mode, et_label=case.et_label, mean=mean, std=std)
+          label_mode=label_mode, scheme=case.scheme, mean=mean, std=std)
       stacks.append(dataclasses.replace(stack, images=stack.images[None],
                                         targets=stack.targets[None]))
       slices.append((case.case_id, -1))
     else:
       stack = preprocess.case_to_slices(
           volume.image, volume.label, image_size=image_size,
-          label_mode=label_mode, et_label=case.et_label, mean=mean, std=std)
+          label_mode=label_mode, scheme=case.scheme, mean=mean, std=std)
       stacks.append(stack)
       slices.extend((case.case_id, z) for z in range(len(stack.images)))
     if progress:

@@ -10,8 +10,9 @@ background is cropped away, giving 64x64x4 slices. Here, per case:
      training split only (`'dataset'`, see `dataset_statistics`);
   3. every axial slice of the box is resized to `image_size` squared
      (bilinear for images, nearest for labels);
-  4. the label, in the case's own convention (BraTS 0/1/2/4, BraTS 2023
-     0/1/2/3, or binary 0/1), becomes the training target of `label_mode`.
+  4. the label, in the case's own scheme (BraTS 0/1/2/4, BraTS 2023
+     0/1/2/3, or binary 0/1), becomes the training target of `label_mode`
+     (`LabelScheme.targets`).
 
 `CropBox.paste` undoes steps 1 and 3 for predictions, so that scores and
 written segmentations live on the original voxel grid.
@@ -28,69 +29,17 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-LABEL_MODES = ('binary', 'regions', 'multiclass')
-REGION_NAMES = ('WT', 'TC', 'ET')
+from jaxseg.labels import LabelScheme
 
-
-def num_outputs(label_mode: str) -> int:
-  """Output channels of the model for a label mode."""
-  return {'binary': 1, 'regions': 3, 'multiclass': 4}[label_mode]
-
-
-def activation(label_mode: str) -> str:
-  """The output activation of a label mode: softmax for classes, else sigmoid."""
-  return 'softmax' if label_mode == 'multiclass' else 'sigmoid'
-
-
-def label_to_target(label: np.ndarray, label_mode: str,
-                    et_label: int | None) -> np.ndarray:
-  """Converts a label map in the source convention to the training target.
-
-  Args:
-    label: integer label map (...,), values 0/1/2/ET or 0/1 for binary masks.
-    label_mode: 'binary' -> (..., 1) whole tumour; 'regions' -> (..., 3)
-      WT={1,2,ET}, TC={1,ET}, ET={ET}; 'multiclass' -> (..., 4) one-hot of
-      background, 1, 2, ET.
-    et_label: the enhancing-tumour value (4 or 3); None for binary masks.
-
-  Returns:
-    float32 array (..., K) of 0/1.
-  """
-  if label_mode == 'binary':
-    return (label > 0)[..., None].astype(np.float32)
-  if et_label is None:
-    raise ValueError(f"label_mode '{label_mode}' needs BraTS sub-region labels,"
-                     ' but this dataset has binary masks only')
-  if label_mode == 'regions':
-    wt = label > 0
-    tc = (label == 1) | (label == et_label)
-    et = label == et_label
-    return np.stack([wt, tc, et], axis=-1).astype(np.float32)
-  if label_mode == 'multiclass':
-    classes = np.select([label == 1, label == 2, label == et_label], [1, 2, 3], 0)
-    return np.eye(4, dtype=np.float32)[classes]
-  raise ValueError(f'unknown label_mode {label_mode!r}; known: {LABEL_MODES}')
-
-
-def target_to_label(pred: np.ndarray, label_mode: str,
-                    et_label: int | None) -> np.ndarray:
-  """Inverse of `label_to_target` for hard predictions.
-
-  Args:
-    pred: bool (..., K) for 'binary'/'regions' (thresholded sigmoid), or int
-      class indices (...,) for 'multiclass'.
-
-  Returns:
-    uint8 label map in the source convention.
-  """
-  if label_mode == 'binary':
-    return pred[..., 0].astype(np.uint8)
-  et = 1 if et_label is None else et_label
-  if label_mode == 'regions':
-    wt, tc, en = pred[..., 0], pred[..., 1], pred[..., 2]
-    # Nested regions, as BraTS defines them: ET inside TC inside WT.
-    return np.select([en & tc & wt, tc & wt, wt], [et, 1, 2], 0).astype(np.uint8)
-  return np.select([pred == 1, pred == 2, pred == 3], [1, 2, et], 0).astype(np.uint8)
+def model_input_shape(data_config) -> tuple:
+  """One model input: (size, size, C), or the 3D patch or volume + (C,)."""
+  channels = len(data_config.modalities)
+  if data_config.dims == 2:
+    return (data_config.image_size,) * 2 + (channels,)
+  spatial = data_config.patch_size or (data_config.depth,
+                                       data_config.image_size,
+                                       data_config.image_size)
+  return tuple(spatial) + (channels,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,10 +153,12 @@ class SliceStack:
 
 
 def case_to_slices(image: np.ndarray, label: np.ndarray | None, *,
-                   image_size: int, label_mode: str, et_label: int | None,
+                   image_size: int, label_mode: str = 'binary',
+                   scheme: LabelScheme | None = None,
                    mean: np.ndarray | None = None,
                    std: np.ndarray | None = None) -> SliceStack:
-  """Preprocesses one case (H, W, D, C) [+ label (H, W, D)] into slices."""
+  """Preprocesses one case (H, W, D, C) [+ label (H, W, D) in `scheme`]
+  into slices; the targets are `label_mode`'s."""
   box = CropBox.around_brain(image)
   normalised = zscore(image, mean, std)
   cropped = box.crop(normalised)
@@ -217,7 +168,7 @@ def case_to_slices(image: np.ndarray, label: np.ndarray | None, *,
   targets = None
   if label is not None:
     small = resize_slices(box.crop(label), image_size, order=0)
-    targets = label_to_target(small, label_mode, et_label)
+    targets = scheme.targets(small, label_mode)
     targets = np.moveaxis(targets, 2, 0)
   return SliceStack(images=np.ascontiguousarray(np.moveaxis(images, 2, 0)),
                     targets=targets,
@@ -240,8 +191,9 @@ def resize_depth(stack: np.ndarray, depth: int, order: int) -> np.ndarray:
 
 
 def case_to_volume(image: np.ndarray, label: np.ndarray | None, *,
-                   image_size: int, depth: int, label_mode: str,
-                   et_label: int | None, mean: np.ndarray | None = None,
+                   image_size: int, depth: int, label_mode: str = 'binary',
+                   scheme: LabelScheme | None = None,
+                   mean: np.ndarray | None = None,
                    std: np.ndarray | None = None) -> SliceStack:
   """One case (H, W, D, C) as a (depth, size, size, C) volume (3D models).
 
@@ -249,7 +201,7 @@ def case_to_volume(image: np.ndarray, label: np.ndarray | None, *,
   `images`/`targets` have `depth` slices; `volume_to_grid` maps outputs back.
   """
   stack = case_to_slices(image, label, image_size=image_size,
-                         label_mode=label_mode, et_label=et_label, mean=mean,
+                         label_mode=label_mode, scheme=scheme, mean=mean,
                          std=std)
   targets = None
   if stack.targets is not None:

@@ -19,21 +19,21 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+import numpy as np
+
 from jaxseg.data import datalist
 from jaxseg.data import formats
-from jaxseg.data.case import (BINARY_LABELS, BRATS19_LABELS, BRATS23_LABELS,
-                              BRATS23_SUFFIXES, GREY, MODALITIES,
+from jaxseg.data.case import (BRATS23_SUFFIXES, GREY, MODALITIES,
                               MODALITY_ALIASES, Case, Volume,
-                              canonical_modality, label_convention)
+                              canonical_modality)
 from jaxseg.data.checks import check_finite, check_label
 from jaxseg.data.formats import nifti
 from jaxseg.errors import InputError
 
 __all__ = [
-    'BINARY_LABELS', 'BRATS19_LABELS', 'BRATS23_LABELS', 'BRATS23_SUFFIXES',
-    'GREY', 'MODALITIES', 'MODALITY_ALIASES', 'Case', 'Volume',
+    'BRATS23_SUFFIXES', 'GREY', 'MODALITIES', 'MODALITY_ALIASES', 'Case', 'Volume',
     'canonical_modality', 'check_case', 'check_finite', 'check_label',
-    'discover_cases', 'discover_input', 'label_convention', 'load_case',
+    'discover_cases', 'discover_input', 'load_case', 'voxel_spacing',
 ]
 
 
@@ -136,3 +136,15 @@ def load_case(case: Case, modalities: Sequence[str]) -> Volume:
   """
   mods = _check_modalities(case, modalities)
   return formats.reader(case.reader).load(case, mods)
+
+
+def voxel_spacing(volume: Volume, where: str) -> tuple[float, ...]:
+  """Voxel size in mm per axis (3,) from the NIfTI header of a loaded case."""
+  if volume.header is not None and hasattr(volume.header, 'get_zooms'):
+    zooms = tuple(float(z) for z in volume.header.get_zooms()[:3])
+  else:
+    zooms = tuple(float(z) for z in np.linalg.norm(volume.affine[:3, :3], axis=0))
+  if len(zooms) != 3 or not all(np.isfinite(z) and z > 0 for z in zooms):
+    raise InputError(where, f'voxel spacing {zooms} in the NIfTI header must '
+                     'be three positive numbers (mm)')
+  return zooms

@@ -95,7 +95,7 @@ class SpatialDropout(nn.Module):
   One keep/drop draw per (sample, channel), broadcast over the spatial axes;
   kept channels are scaled by 1 / (1 - rate). Uses the 'dropout' RNG stream
   in training; in inference mode it is the identity unless an 'mc_dropout'
-  RNG is given (Monte-Carlo dropout, `jaxseg.uncertainty`).
+  RNG is given (Monte-Carlo dropout, `jaxseg.inference.mc_dropout`).
 
   Attributes:
     rate: probability of dropping a channel.

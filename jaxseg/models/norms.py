@@ -16,7 +16,7 @@ and auto-names) compute, in programs lowered for the CPU
             dx = rstd * (scale * dy - s1 / M - xhat * s2 / M), instead of
             what autodiff derives from the forward formula.
 
-Values equal flax's up to float rounding (tests/test_norms.py checks values
+Values equal flax's up to float rounding (tests/models/test_norms.py checks values
 and gradients against flax in float64 and float32). The lowering for any
 platform but the CPU runs flax's own formulas.
 """

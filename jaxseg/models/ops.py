@@ -16,7 +16,7 @@ The choice is made per lowering platform (`lax.platform_dependent`), not
 from the process's backend: a program lowered on a CPU host for a GPU or
 TPU (`jax.export`, `.trace(...).lower(lowering_platforms=...)`) gets XLA's
 ops, and one exported for several platforms carries both
-(tests/test_lowering.py). Both implementations have the same parameters,
+(tests/models/test_lowering.py). Both implementations have the same parameters,
 so checkpoints move between machines. `JAXSEG_ONEDNN=0` turns oneDNN off.
 """
 

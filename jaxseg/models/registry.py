@@ -1,14 +1,18 @@
-"""The model registry: names -> Flax Linen module classes, and `build`."""
+"""The model registry: names -> Flax Linen module classes, `build` and `from_config`."""
 
 import dataclasses
 from typing import Any, Callable, Dict, Mapping
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
+from jaxseg import labels
 from jaxseg.errors import InputError
 
 MODELS: Dict[str, type] = {}
+# config.train.precision -> the models' computation dtype.
+PRECISIONS = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 # Fields every Linen module has that a config must not set.
 _RESERVED = ('parent', 'name')
@@ -80,3 +84,20 @@ def build(model_config: Mapping[str, Any]) -> nn.Module:
                        f"{', '.join(known)}")
     kwargs[key] = _plain(value, key)
   return cls(**kwargs)
+
+
+def from_config(config) -> nn.Module:
+  """The model of `config.model`, with as many outputs as the label mode needs.
+
+  `config.train.precision='bfloat16'` sets the model's computation dtype;
+  its parameters (the master weights) and logits stay float32.
+  """
+  precision = config.train.get('precision', 'float32')
+  if precision not in PRECISIONS:
+    raise InputError('config.train.precision',
+                     f'{precision!r} is not one of {", ".join(PRECISIONS)}')
+  model_config = ml_collections.ConfigDict(config.model.to_dict())
+  model_config.num_classes = labels.num_outputs(config.data.label_mode)
+  if precision != 'float32':
+    model_config.dtype = PRECISIONS[precision]
+  return build(model_config)

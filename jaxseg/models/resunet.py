@@ -13,7 +13,7 @@ Encoder, one level per entry of `widths` (spatial size halves each level):
 
 (Table 1 of the study prints 2x2x128 for level 5; the repository's final
 setup and table 2's decoder input say 256, and only 256 meets both counts.
-tests/test_resunet.py has the derivation.)
+tests/models/test_resunet.py has the derivation.)
 
 Decoder, one stage per skip, deepest first:
 

@@ -36,7 +36,7 @@ here (a plain conv stem instead of the ResNet-50 bottleneck stages):
 
 which at 224x224x3 input (196 tokens, as in the paper) and one class has
 98,485,649 parameters, 85,056,000 of them in the 12 blocks and final
-LayerNorm (tests/test_transunet.py checks both). The defaults (3.44M
+LayerNorm (tests/models/test_transunet.py checks both). The defaults (3.44M
 parameters at 256x256x3) are the same layout at ViT-Tiny-like width.
 
 The position embedding is sized from the input at init, so the input size

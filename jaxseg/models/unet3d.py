@@ -48,7 +48,7 @@ trains (`--width 48 --arch EquiUnet`) and the seed's "23M+": 23,148,577
 parameters for one input channel and one class (Henry's 4 -> 3:
 23,152,563); `equal_widths=False` is `Unet` (encoder mid = out // 2, last
 decoder width w // 2): 19,165,825 (4 -> 3: 19,167,819). Both counts equal
-those of Henry's PyTorch modules (tests/test_unet3d.py builds them).
+those of Henry's PyTorch modules (tests/models/test_unet3d.py builds them).
 
 Both follow the conventions of layers.py: channels-last, 2D or 3D inputs,
 logits out, deep-supervision heads (train mode) main head LAST.

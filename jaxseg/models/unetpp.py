@@ -7,7 +7,7 @@ unet, archs.py), the usual PyTorch port of the reference Keras code
 (MrGiovanni/UNetPlusPlus): nb_filter (32, 64, 128, 256, 512), VGG blocks
 conv3x3(bias)-BN-ReLU x2, bilinear upsampling with align_corners=True, no
 dropout. With 3 input channels and 1 class it has 9,163,329 parameters
-(tests/test_unetpp.py builds the torch model and compares counts and
+(tests/models/test_unetpp.py builds the torch model and compares counts and
 outputs).
 
 Nodes X^{i,j} (i: depth, 0 = full resolution; j: position on the skip path):

@@ -33,7 +33,7 @@ has the same id whichever of these roots is given. `split` is None.
 
 Labels: on disk 0 background, 1 necrosis, 2 oedema, 3 non-enhancing tumour,
 4 enhancing tumour. `load` returns the BraTS 2017+ convention (0, 1, 2, 4),
-`et_label` 4: non-enhancing 3 is merged into 1 (NCR/NET) as BraTS 2017 did
+`labels.BRATS`: non-enhancing 3 is merged into 1 (NCR/NET) as BraTS 2017 did
 (`label_map` ((0, 0), (1, 1), (2, 2), (3, 1), (4, 4))). The regions are thus
 unchanged: WT = {1, 2, 3, 4}, TC = {1, 3, 4}, ET = {4} on the disk values.
 A prediction written back with `Case.to_disk` writes the core as 1.
@@ -55,8 +55,8 @@ import numpy as np
 
 from jaxseg.data import formats
 from jaxseg.data import checks
-from jaxseg.data.case import (BRATS19_LABELS, Case, MODALITIES, Volume,
-                              canonical_modality)
+from jaxseg import labels
+from jaxseg.data.case import Case, MODALITIES, Volume, canonical_modality
 from jaxseg.errors import InputError
 
 LAYOUT = ('BraTS 2015 MetaImage ([HGG|LGG/]brats_*/VSD.Brain.XX.O.MR_<Flair|'
@@ -67,8 +67,6 @@ LAYOUT = ('BraTS 2015 MetaImage ([HGG|LGG/]brats_*/VSD.Brain.XX.O.MR_<Flair|'
 GRADES = ('HGG', 'LGG', 'HGG_LGG')
 # On-disk value -> BraTS 2017+ value: non-enhancing (3) joins NCR/NET (1).
 LABEL_MAP = ((0, 0), (1, 1), (2, 2), (3, 1), (4, 4))
-LABEL_VALUES = BRATS19_LABELS
-ET_LABEL = 4
 LABEL_KIND = 'OT'
 _EXT = '.mha'
 # 'VSD.Brain.XX.O.MR_Flair.54512' -> kind 'MR_Flair'; '...O.OT.54517' -> 'OT'.
@@ -202,8 +200,7 @@ def _case(case_id: str, folder: str) -> Case:
       case_id=case_id,
       images={m: files[m] for m in order},
       label=label,
-      label_values=LABEL_VALUES,
-      et_label=ET_LABEL,
+      scheme=labels.BRATS,
       split=None,
       source=folder,
       reader='brats15_mha',

@@ -72,7 +72,8 @@ import numpy as np
 
 from jaxseg.data import formats
 from jaxseg.data import checks
-from jaxseg.data.case import BINARY_LABELS, Case, GREY, Volume
+from jaxseg import labels
+from jaxseg.data.case import Case, GREY, Volume
 from jaxseg.errors import InputError, read_json_object
 
 ANNOTATIONS = '_annotations.coco.json'
@@ -237,8 +238,8 @@ def discover(root: str, **options) -> list[Case]:
   ids = _case_ids(entries)
   cases = [
       Case(case_id=case_id, images={GREY: image.path},
-                   label=path, label_values=BINARY_LABELS,
-                   et_label=None, split=split, source=path, reader='coco',
+                   label=path, scheme=labels.BINARY,
+                   split=split, source=path, reader='coco',
                    key=image.file_name, options=tuple(sorted(options.items())))
       for case_id, (_, _, split, path, image) in zip(ids, entries)]
   return sorted(cases, key=lambda c: c.case_id)

@@ -15,8 +15,7 @@ folder name); its slices, numbered with consecutive integers and sorted
 numerically (10 after 9), are stacked along D, so per-volume Dice is taken
 per patient as the study does. A gap in the numbering, a mask without its
 image or an image without its mask (when the patient has masks) is an
-InputError. Masks map 0 -> 0, 255 -> 1 (`label_values`
-(0, 1), binary); a case without any mask files has no label. The set has no
+InputError. Masks map 0 -> 0, 255 -> 1 (`labels.BINARY`); a case without any mask files has no label. The set has no
 pixel spacing: the affine is the identity.
 
 Slices are read with tifffile; compressed TIFFs that tifffile cannot decode
@@ -34,7 +33,8 @@ import numpy as np
 
 from jaxseg.data import formats
 from jaxseg.data import checks
-from jaxseg.data.case import BINARY_LABELS, Case, Volume
+from jaxseg import labels
+from jaxseg.data.case import Case, Volume
 from jaxseg.errors import InputError
 
 LAYOUT = ('LGG Kaggle TIFFs ([kaggle_3m/]<patient>/<patient>_<n>.tif, RGB '
@@ -165,8 +165,7 @@ def discover(root: str) -> list[Case]:
         case_id=os.path.basename(os.path.normpath(folder)),
         images={m: folder for m in CHANNELS},
         label=folder if has_masks else None,
-        label_values=BINARY_LABELS,
-        et_label=None,
+        scheme=labels.BINARY,
         source=folder,
         reader='lgg_tiff',
         channel_index=dict(CHANNELS),

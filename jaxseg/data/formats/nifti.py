@@ -28,8 +28,8 @@ from nibabel.spatialimages import HeaderDataError
 import numpy as np
 
 from jaxseg.data import checks
-from jaxseg.data.case import (BRATS19_LABELS, BRATS23_LABELS, BRATS23_SUFFIXES,
-                              MODALITIES, Case, Volume)
+from jaxseg import labels
+from jaxseg.data.case import BRATS23_SUFFIXES, MODALITIES, Case, Volume
 from jaxseg.errors import InputError
 
 LAYOUT = ('BraTS 2018-21 case folders (<id>/<id>_flair.nii.gz, _t1, _t1ce, '
@@ -111,13 +111,11 @@ def folder_case(folder: str) -> Case | None:
       paths = own
     files[key] = paths[0]
   label = files.pop('seg', None)
-  labels = BRATS19_LABELS if has19 else BRATS23_LABELS
   return Case(
       case_id=case_id,
       images={m: files[m] for m in MODALITIES if m in files},
       label=label,
-      label_values=labels,
-      et_label=labels[-1],
+      scheme=labels.BRATS if has19 else labels.BRATS23,
       split=None,
       source=folder)
 

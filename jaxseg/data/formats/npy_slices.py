@@ -31,7 +31,7 @@ The channel names and the label convention come from an optional
 Defaults: channels ('flair', 't1', 't1ce', 't2') (BraTS 2019 order) and the
 BraTS 2019 labels (0, 1, 2, 4) with enhancing tumour 4 (a binary 0/1 mask is
 a valid subset of them). "labels" with two values (e.g. {0, 1}) make the set
-binary (`et_label` None). The pixel spacing is unknown: the affine is the
+binary (`labels.BINARY`-like). The pixel spacing is unknown: the affine is the
 identity.
 """
 
@@ -45,8 +45,8 @@ from typing import Sequence
 import numpy as np
 
 from jaxseg.data import checks
-from jaxseg.data.case import (BRATS19_LABELS, Case, MODALITIES, Volume,
-                              canonical_modality, label_convention)
+from jaxseg import labels
+from jaxseg.data.case import Case, MODALITIES, Volume, canonical_modality
 from jaxseg.errors import InputError, read_json_object
 
 LAYOUT = ('NumPy slices (<root>/images/<case>_<n>.npy + <root>/masks/'
@@ -193,13 +193,13 @@ def _cases_in(folder: str, mask_folder: str | None, whole: bool
   return _scan(folder, mask_folder, whole, mtimes)
 
 
-def read_config(root: str) -> tuple[tuple[str, ...], tuple[int, ...],
-                                   int | None, tuple[tuple[int, int], ...]]:
-  """(channel names, label values, enhancing-tumour value, label_map) from
+def read_config(root: str) -> tuple[tuple[str, ...], labels.LabelScheme,
+                                   tuple[tuple[int, int], ...]]:
+  """(channel names, label scheme, label_map) from
   npy_dataset.json; "labels" are read as a datalist's are."""
   path = os.path.join(root, CONFIG)
   if not os.path.isfile(path):
-    return DEFAULT_CHANNELS, BRATS19_LABELS, 4, ()
+    return DEFAULT_CHANNELS, labels.BRATS, ()
   data = read_json_object(path, 'the slice set description',
                           '{"channels": [...], "labels": {...}}')
   channels = data.get('channels', list(DEFAULT_CHANNELS))
@@ -211,9 +211,7 @@ def read_config(root: str) -> tuple[tuple[str, ...], tuple[int, ...],
   if len(set(names)) != len(names):
     raise InputError(path, f'"channels" names repeat: {list(names)}')
   # The datalists' reading of "labels" (names -> BraTS values, binary masks).
-  convention = label_convention(
-      data.get('labels'), path)
-  return (names,) + tuple(convention)
+  return (names,) + labels.from_names(data.get('labels'), path)
 
 
 def _roots(root: str) -> tuple[str, str | None]:
@@ -227,7 +225,7 @@ def _roots(root: str) -> tuple[str, str | None]:
 
 def discover(root: str) -> list[Case]:
   """The cases under `root`, sorted by id."""
-  channels, label_values, et_label, label_map = read_config(root)
+  channels, scheme, label_map = read_config(root)
   base, mask_base = _roots(root)
   found = []   # (case id, folder, mask folder, key, slices)
   for key, slices in _cases_in(base, mask_base, False).items():
@@ -249,8 +247,7 @@ def discover(root: str) -> list[Case]:
         case_id=case_id,
         images={c: folder for c in channels},
         label=(masks or folder) if has_masks else None,
-        label_values=label_values,
-        et_label=et_label,
+        scheme=scheme,
         label_map=label_map,
         source=slices[0][1] if single else folder,
         reader='npy_slices',
