@@ -34,7 +34,7 @@ gather (no matrix product, so no TF32 on GPUs). A step whose probability is
 for every sample and selected, so its cost does not depend on the draws.
 
 In training (`config.augment.where`: 'device', or 'auto' on a GPU/TPU,
-`placement`) `train.train_step` runs `augment_train_batch` on the global
+`placement`) `training.step.train_step` runs `augment_train_batch` on the global
 batch inside the jitted step: sample i of step s draws from
 fold_in(fold_in(fold_in(dropout_key, AUGMENT_STREAM), s), i), so the draws
 depend on neither the device nor the process count, and a resumed run

@@ -241,6 +241,74 @@ def epoch_length(config, num_records: int) -> int:
   return num_records // config.train.batch_size
 
 
+def check_loss_activation(config, activation: str) -> None:
+  """InputError when the loss activates the logits other than the label mode."""
+  if losses.activation_of(config.loss) != activation:
+    raise InputError('config.loss.name', f"'{config.loss.name}' applies a "
+                     f'{losses.activation_of(config.loss)} to the logits, but '
+                     f"label_mode '{config.data.label_mode}' needs a {activation}"
+                     f" loss: set config.loss.activation='{activation}' (most "
+                     'losses take it), or use one of '
+                     f'{", ".join(losses.SIGMOID_LOSSES if activation == "sigmoid" else losses.SOFTMAX_LOSSES)}')
+
+
+def prepared_sources(config, workdir: str) -> tuple:
+  """(train, val) SliceSources of the run's prepared data (prepared if new)."""
+  def report(split, i, n, case_id):
+    logging.info('preprocessing %s: case %d/%d (%s)', split, i, n, case_id)
+  info = dataset.prepare(config.data, workdir, config.seed, progress=report)
+  data_dir = os.path.join(workdir, 'data')
+  train_source = pipeline.SliceSource(os.path.join(data_dir, 'train'))
+  val_source = pipeline.SliceSource(os.path.join(data_dir, 'val'))
+  if len(train_source) < config.train.batch_size:
+    raise InputError(info['root'], f'{len(train_source)} training slices are fewer '
+                     f'than one batch of {config.train.batch_size}')
+  return train_source, val_source
+
+
+def start_state(config, workdir: str, model, tx, init_key, image_shape,
+                replicated, best_key: str) -> tuple:
+  """(state, loop state, restored?): the newest checkpoint that restores, else
+  a new state; the state replicated on the mesh.
+
+  A resumed run restores into the state's shapes: no initialisation to
+  compile and run (seconds on a CPU).
+  """
+  loop = LoopState()
+  restored = None
+  if checkpoints.any_saved(workdir):
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+        state_lib.abstract_train_state(model, tx, image_shape))
+    restored = checkpoints.restore_newest(workdir, abstract, config.model.name)
+  if restored:
+    state, loop_json, _ = restored
+    loop = LoopState(**loop_json)
+    if loop.best_value is None and loop.best_epoch >= 0 and best_key == 'val/loss':
+      loop.best_value = loop.best_val_loss  # a checkpoint from before best_by
+  else:
+    state = state_lib.create_train_state(model, tx, init_key, image_shape,
+                                         config.pretrained)
+  return jax.device_put(state, replicated), loop, bool(restored)
+
+
+def resumed_placement(loop: LoopState, where: str, where_setting: str) -> str:
+  """Where augmentation runs after a resume ('host' or 'device').
+
+  'auto' keeps the placement the run started with: the host and the device
+  chain draw different streams, so switching would not resume it. An
+  explicit setting wins, with a warning.
+  """
+  if loop.augment_where and loop.augment_where != where:
+    if where_setting == 'auto':
+      return loop.augment_where
+    logging.warning('the run augmented on the %s; config.augment.where=%r '
+                    'moves it to the %s, so the resumed augmentations differ '
+                    'from an uninterrupted run', loop.augment_where,
+                    where_setting, where)
+  return where
+
+
 @dataclasses.dataclass
 class Trained:
   """A finished run: its best state on `mesh`, the eval step, its results.
@@ -279,26 +347,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Trained | None:
   logged = logged_metric_names(activation)
   monitor_key, monitor_mode = optim.monitor(config.schedule, logged)
   best_key, best_mode = optim.best_by(config.train, logged)
-  if losses.activation_of(config.loss) != activation:
-    raise InputError('config.loss.name', f"'{config.loss.name}' applies a "
-                     f'{losses.activation_of(config.loss)} to the logits, but '
-                     f"label_mode '{config.data.label_mode}' needs a {activation}"
-                     f" loss: set config.loss.activation='{activation}' (most "
-                     'losses take it), or use one of '
-                     f'{", ".join(losses.SIGMOID_LOSSES if activation == "sigmoid" else losses.SOFTMAX_LOSSES)}')
+  check_loss_activation(config, activation)
 
   augment, where_setting = augment_device.from_config(config.augment)
   where = augment_device.placement(where_setting)
 
-  def report(split, i, n, case_id):
-    logging.info('preprocessing %s: case %d/%d (%s)', split, i, n, case_id)
-  info = dataset.prepare(config.data, workdir, config.seed, progress=report)
-  data_dir = os.path.join(workdir, 'data')
-  train_source = pipeline.SliceSource(os.path.join(data_dir, 'train'))
-  val_source = pipeline.SliceSource(os.path.join(data_dir, 'val'))
-  if len(train_source) < config.train.batch_size:
-    raise InputError(info['root'], f'{len(train_source)} training slices are fewer '
-                     f'than one batch of {config.train.batch_size}')
+  train_source, val_source = prepared_sources(config, workdir)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=1))
@@ -310,24 +364,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Trained | None:
   steps_per_epoch = epoch_length(config, len(train_source))
   tx = optim.build_for_run(config, steps_per_epoch)
   replicated = parallel.replicated(mesh)
-  loop = LoopState()
-  # A resumed run restores into the state's shapes: no initialisation to
-  # compile and run (seconds on a CPU).
-  restored = None
-  if checkpoints.any_saved(workdir):
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-        state_lib.abstract_train_state(model, tx, image_shape))
-    restored = checkpoints.restore_newest(workdir, abstract, config.model.name)
-  if restored:
-    state, loop_json, _ = restored
-    loop = LoopState(**loop_json)
-    if loop.best_value is None and loop.best_epoch >= 0 and best_key == 'val/loss':
-      loop.best_value = loop.best_val_loss  # a checkpoint from before best_by
-  else:
-    state = state_lib.create_train_state(model, tx, init_key, image_shape,
-                                         config.pretrained)
-  state = jax.device_put(state, replicated)
+  state, loop, restored = start_state(config, workdir, model, tx, init_key,
+                                      image_shape, replicated, best_key)
   if jax.process_index() == 0 and not (
       restored and os.path.exists(os.path.join(workdir, PARAMETER_TABLE))):
     write_parameter_table(state.params, workdir)
@@ -343,16 +381,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Trained | None:
     logging.warning('the best checkpoint (epoch %d) was set aside as damaged: '
                     'the next validation starts a new best', loop.best_epoch)
     loop.best_value, loop.best_epoch = None, -1
-  if (loop.augment_where and loop.augment_where != where
-      and where_setting == 'auto'):
-    # 'auto' keeps the placement the run started with: the host and the
-    # device chain draw different streams, so switching would not resume it.
-    where = loop.augment_where
-  elif loop.augment_where and loop.augment_where != where:
-    logging.warning('the run augmented on the %s; config.augment.where=%r '
-                    'moves it to the %s, so the resumed augmentations differ '
-                    'from an uninterrupted run', loop.augment_where,
-                    where_setting, where)
+  where = resumed_placement(loop, where, where_setting)
   loop.augment_where = where
   logging.info('augmentation on the %s (config.augment.where=%r, backend %s)',
                where, where_setting, jax.default_backend())
