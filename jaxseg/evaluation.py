@@ -74,6 +74,18 @@ class SplitResult:
   confusion: np.ndarray
 
 
+def score(case, volume, pred, label_mode: str, classes) -> tuple[dict, np.ndarray]:
+  """A labelled case's score row (`scoring.cases.score_case` at its voxel
+  spacing) and its (K, K) confusion counts over `classes`."""
+  row = dict(case=case.case_id)
+  row.update(case_scores.score_case(
+      pred, volume.label, case.scheme, label_mode,
+      sources.voxel_spacing(volume, case.label or case.case_id)))
+  counts = metrics.confusion_matrix(
+      pred, case_scores.confusion_truth(volume.label, classes), classes)
+  return row, counts
+
+
 def evaluate_split(models: list, cases, mesh, png_dir: str | None = None,
                    pred_dir: str | None = None,
                    settings: dict | None = None) -> SplitResult:
@@ -106,17 +118,13 @@ def evaluate_split(models: list, cases, mesh, png_dir: str | None = None,
       os.makedirs(pred_dir, exist_ok=True)
       files.write_nifti(case.to_disk(item.raw.astype(np.uint8)), volume,
                         os.path.join(pred_dir, f'{case.case_id}_seg.nii.gz'))
-    spacing = sources.voxel_spacing(volume, case.label or case.case_id)
-    row = dict(case=case.case_id)
-    row.update(case_scores.score_case(pred, volume.label, case.scheme,
-                                      label_mode, spacing))
+    row, counts = score(case, volume, pred, label_mode, classes)
     if item.output.std is not None:
       row.update(case_scores.uncertainty_scores(
           item.output.probs, pred, volume.label, case.scheme, label_mode,
           preprocess.brain_mask(volume.image)))
     rows.append(row)
-    confusion += metrics.confusion_matrix(
-        pred, case_scores.confusion_truth(volume.label, classes), classes)
+    confusion += counts
     if png_dir and jax.process_index() == 0:
       files.write_case_png(volume, pred,
                            os.path.join(png_dir, f'{case.case_id}.png'),
@@ -171,13 +179,9 @@ def rescore(cases, pred_dir: str, config, settings: dict) -> SplitResult:
   for case, (volume, raw) in zip(cases, read_predictions(
       cases, pred_dir, config.data.modalities)):
     pred = postprocess.for_prediction(raw, settings, case.scheme, label_mode)
-    row = dict(case=case.case_id)
-    row.update(case_scores.score_case(pred, volume.label, case.scheme,
-                                      label_mode,
-                                      sources.voxel_spacing(volume, case.label)))
+    row, counts = score(case, volume, pred, label_mode, classes)
     rows.append(row)
-    confusion += metrics.confusion_matrix(
-        pred, case_scores.confusion_truth(volume.label, classes), classes)
+    confusion += counts
   return SplitResult(rows=rows, labels=classes, confusion=confusion)
 
 

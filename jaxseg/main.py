@@ -60,10 +60,6 @@ flags.DEFINE_integer('process_id', None, 'Multi-process runs: this process, '
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-# Tests and scripts call the modes through this name too.
-run = modes.run
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -73,7 +69,7 @@ def main(argv):
                         FLAGS.process_id)
     logging.info('JAX devices: %s (process %d of %d)', jax.devices(),
                  jax.process_index(), jax.process_count())
-    return run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.input,
+    return modes.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.input,
                FLAGS.output, FLAGS.benchmark_steps)
   # --mode=predict only reads the workdir; the others write into it.
   cli.run_in_workdir(FLAGS.workdir, start, writes=FLAGS.mode != 'predict')

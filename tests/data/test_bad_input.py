@@ -1,7 +1,7 @@
 """Bad input: one clear InputError naming the file or key, and no workdir left behind.
 
 Each case builds a small BraTS-2019-layout dataset in tmp_path, breaks one
-thing, and runs training through `jaxseg.main.run`. The command-line path
+thing, and runs training through `jaxseg.modes.run`. The command-line path
 (exit status 2, one line on stderr) is checked once end to end.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, load_config, tiny
-from jaxseg import main as main_lib
+from jaxseg import modes
 from jaxseg.errors import InputError
 
 MODS = ('flair', 't1', 't1ce', 't2')
@@ -49,7 +49,7 @@ def _run(root, workdir, **overrides):
     section, name = key.split('.')
     config[section][name] = value
   with pytest.raises(InputError) as info:
-    main_lib.run(config, str(workdir), 'train')
+    modes.run(config, str(workdir), 'train')
   assert not workdir.exists(), 'a failed run must not leave a workdir'
   return str(info.value)
 
@@ -119,7 +119,7 @@ def test_unknown_config_key_in_a_config(tmp_path):
   config.unlock() if hasattr(config, 'unlock') else None
   config.data.lable_mode = 'binary'
   with pytest.raises(InputError, match=r"config\.data\.lable_mode.*label_mode"):
-    main_lib.run(config, str(tmp_path / 'run'), 'train')
+    modes.run(config, str(tmp_path / 'run'), 'train')
   assert not (tmp_path / 'run').exists()
 
 
@@ -132,7 +132,7 @@ def test_unknown_label_mode(tmp_path):
 def test_evaluate_without_training(tmp_path):
   config = tiny(load_config())
   with pytest.raises(InputError, match='train first'):
-    main_lib.run(config, str(tmp_path / 'run'), 'evaluate')
+    modes.run(config, str(tmp_path / 'run'), 'evaluate')
 
 
 @pytest.mark.slow
@@ -180,7 +180,7 @@ def test_a_volume_size_the_model_cannot_take_stops_before_preparing(tmp_path):
   config.data.image_size, config.data.depth = 32, 40
   config.data.patch_size = (32, 32, 32)
   with pytest.raises(InputError) as info:
-    main_lib.run(config, str(tmp_path / 'run'), 'train')
+    modes.run(config, str(tmp_path / 'run'), 'train')
   assert info.value.where == 'config.data.depth / image_size'
   assert '(40, 32, 32, 4)' in info.value.problem and 'divisible by 16' in info.value.problem
   assert not (tmp_path / 'run').exists()
