@@ -158,7 +158,7 @@ def predicted_cases(models: list, mesh, cases, verb: str,
                                          label_mode))
     yield item
     line = progress.line(i + 1, case.case_id)
-    logging.info('%s %s', line, item.note) if item.note else logging.info(line)
+    logging.info('%s', f'{line} {item.note}' if item.note else line)
 
 
 def predict_cases(models: list, mesh, cases, output_dir: str,
