@@ -117,6 +117,38 @@ dnnl::primitive_attr UserScratchpad() {
   return attr;
 }
 
+// The primitive of one pass: the forward descriptor (the pass itself, or
+// the hint of a backward pass, with the backward pass's element types), then
+// the backward descriptor built on it. Fwd/BwdData/BwdWeights are oneDNN's
+// convolution or deconvolution primitives (the same constructor shapes).
+template <typename Fwd, typename BwdData, typename BwdWeights>
+dnnl::primitive_desc_base Plan(const Problem& p, Entry* e,
+                               dnnl::algorithm alg, dnnl::prop_kind fwd_prop,
+                               const memory::desc& fwd_wei,
+                               const memory::desc& any_wei,
+                               const dnnl::primitive_attr& attr) {
+  dnnl::engine& eng = Engine();
+  typename Fwd::primitive_desc fwd(eng, fwd_prop, alg, e->src_md, fwd_wei,
+                                   e->dst_md, p.strides, p.dilates,
+                                   p.padding_l, p.padding_r, attr);
+  if (p.pass == kFwd) {
+    e->prim = Fwd(fwd);
+    return fwd;
+  }
+  if (p.pass == kBwdData) {
+    typename BwdData::primitive_desc bwd(eng, alg, e->src_md, any_wei,
+                                         e->dst_md, p.strides, p.dilates,
+                                         p.padding_l, p.padding_r, fwd, attr);
+    e->prim = BwdData(bwd);
+    return bwd;
+  }
+  typename BwdWeights::primitive_desc bwd(eng, alg, e->src_md, any_wei,
+                                          e->dst_md, p.strides, p.dilates,
+                                          p.padding_l, p.padding_r, fwd, attr);
+  e->prim = BwdWeights(bwd);
+  return bwd;
+}
+
 std::unique_ptr<Entry> Create(const Problem& p) {
   // oneDNN plans its thread partitioning for omp_get_max_threads() at
   // creation: create with the thread count the calls will run with.
@@ -140,54 +172,17 @@ std::unique_ptr<Entry> Create(const Problem& p) {
   dnnl::engine& eng = Engine();
   const auto fwd_prop = p.pass == kFwd ? dnnl::prop_kind::forward_inference
                                        : dnnl::prop_kind::forward_training;
-  dnnl::primitive_desc_base pd;
-  if (!p.transposed) {
-    const auto alg = dnnl::algorithm::convolution_direct;
-    // The forward descriptor (the pass itself, or the hint of a backward
-    // pass) with the backward pass's element types.
-    dnnl::convolution_forward::primitive_desc fwd(
-        eng, fwd_prop, alg, e->src_md,
-        p.pass == kBwdWeights ? hint_wei : any_wei, e->dst_md, p.strides,
-        p.dilates, p.padding_l, p.padding_r, attr);
-    if (p.pass == kFwd) {
-      e->prim = dnnl::convolution_forward(fwd);
-      pd = fwd;
-    } else if (p.pass == kBwdData) {
-      dnnl::convolution_backward_data::primitive_desc bwd(
-          eng, alg, e->src_md, any_wei, e->dst_md, p.strides, p.dilates,
-          p.padding_l, p.padding_r, fwd, attr);
-      e->prim = dnnl::convolution_backward_data(bwd);
-      pd = bwd;
-    } else {
-      dnnl::convolution_backward_weights::primitive_desc bwd(
-          eng, alg, e->src_md, any_wei, e->dst_md, p.strides, p.dilates,
-          p.padding_l, p.padding_r, fwd, attr);
-      e->prim = dnnl::convolution_backward_weights(bwd);
-      pd = bwd;
-    }
-  } else {
-    const auto alg = dnnl::algorithm::deconvolution_direct;
-    dnnl::deconvolution_forward::primitive_desc fwd(
-        eng, fwd_prop, alg, e->src_md,
-        p.pass == kBwdWeights ? hint_wei : any_wei, e->dst_md, p.strides,
-        p.dilates, p.padding_l, p.padding_r, attr);
-    if (p.pass == kFwd) {
-      e->prim = dnnl::deconvolution_forward(fwd);
-      pd = fwd;
-    } else if (p.pass == kBwdData) {
-      dnnl::deconvolution_backward_data::primitive_desc bwd(
-          eng, alg, e->src_md, any_wei, e->dst_md, p.strides, p.dilates,
-          p.padding_l, p.padding_r, fwd, attr);
-      e->prim = dnnl::deconvolution_backward_data(bwd);
-      pd = bwd;
-    } else {
-      dnnl::deconvolution_backward_weights::primitive_desc bwd(
-          eng, alg, e->src_md, any_wei, e->dst_md, p.strides, p.dilates,
-          p.padding_l, p.padding_r, fwd, attr);
-      e->prim = dnnl::deconvolution_backward_weights(bwd);
-      pd = bwd;
-    }
-  }
+  const memory::desc& fwd_wei = p.pass == kBwdWeights ? hint_wei : any_wei;
+  const dnnl::primitive_desc_base pd =
+      p.transposed
+          ? Plan<dnnl::deconvolution_forward, dnnl::deconvolution_backward_data,
+                 dnnl::deconvolution_backward_weights>(
+                p, e.get(), dnnl::algorithm::deconvolution_direct, fwd_prop,
+                fwd_wei, any_wei, attr)
+          : Plan<dnnl::convolution_forward, dnnl::convolution_backward_data,
+                 dnnl::convolution_backward_weights>(
+                p, e.get(), dnnl::algorithm::convolution_direct, fwd_prop,
+                fwd_wei, any_wei, attr);
   e->wei_md = p.pass == kBwdWeights
                   ? pd.query_md(dnnl::query::exec_arg_md, DNNL_ARG_DIFF_WEIGHTS)
                   : pd.query_md(dnnl::query::exec_arg_md, DNNL_ARG_WEIGHTS);
